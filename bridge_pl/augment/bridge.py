@@ -1,0 +1,135 @@
+"""BRIDGE behavior injection: rewrite a problem's answer so it carries exploration and exploitation.
+
+Behaviors (paper_spec §B.2-B.3), each with its own switch:
+
+* **exploration**: with probability `exploration` per step, attempt a later (possibly locked) node or,
+  with probability `redundant_attempt`, a redundant node, ahead of time; a locked attempt ends in a
+  reflection that names the unsolved inputs. Never two failed attempts in a row; the first step and
+  the target's own step are never replaced.
+* **revisit**: a node attempted too early is later solved "as named before" (always on: it follows
+  from exploration).
+* **subgoal computation**: equation chains reduce one operation per ``=`` link.
+* **information analysis**: an instance node's condition is restated, with a probability that grows
+  with its number of inputs (`analysis_level` 0-4).
+
+With every behavior off the answer is exactly the plain CoT of `bridge_pl.task.cot.render_plain_cot`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from bridge_pl.task.cot import ANALYSIS_TABLES, StepWriter
+from bridge_pl.task.problem import Problem
+
+__all__ = ["BehaviorConfig", "BehaviorStats", "PRESETS", "Preset", "behavior_preset", "render_bridge_answer"]
+
+Preset = Literal["vanilla", "exploration", "exploitation", "full"]
+
+
+@dataclass(frozen=True)
+class BehaviorConfig:
+    """Which behaviors to inject and how often (defaults: the paper's full BRIDGE).
+
+    Attributes:
+        exploration: Probability of a premature attempt before a step (the paper's reflection_prob, 0.1).
+        redundant_attempt: Share of attempts aimed at a redundant node when the problem has any (0.3).
+        subgoal: Reduce equation chains one operation per link (the paper's detailed computation).
+        analysis_level: Level 0-4 of the information-analysis probability table (the paper uses 2).
+    """
+
+    exploration: float = 0.1
+    redundant_attempt: float = 0.3
+    subgoal: bool = True
+    analysis_level: int = 2
+
+    def __post_init__(self) -> None:
+        errors = []
+        if not 0.0 <= self.exploration <= 1.0:
+            errors.append(f"exploration={self.exploration}: need a probability in [0, 1]")
+        if not 0.0 <= self.redundant_attempt <= 1.0:
+            errors.append(f"redundant_attempt={self.redundant_attempt}: need a probability in [0, 1]")
+        if self.analysis_level not in ANALYSIS_TABLES:
+            errors.append(f"analysis_level={self.analysis_level}: choose one of {sorted(ANALYSIS_TABLES)}")
+        if errors:
+            raise ValueError("invalid behavior config:\n  " + "\n  ".join(errors))
+
+    def to_dict(self) -> dict:
+        """The config as a plain dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+PRESETS: dict[str, BehaviorConfig] = {
+    "vanilla": BehaviorConfig(exploration=0.0, subgoal=False, analysis_level=0),
+    "exploration": BehaviorConfig(exploration=0.1, subgoal=False, analysis_level=0),
+    "exploitation": BehaviorConfig(exploration=0.0, subgoal=True, analysis_level=2),
+    "full": BehaviorConfig(exploration=0.1, subgoal=True, analysis_level=2),
+}
+
+
+def behavior_preset(name: str) -> BehaviorConfig:
+    """The named preset: vanilla, exploration (only), exploitation (only) or full BRIDGE."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown behavior preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclass(frozen=True)
+class BehaviorStats:
+    """What was injected into one answer."""
+
+    failed_attempts: int
+    early_solves: int
+    revisits: int
+    analyses: int
+    steps: int
+
+
+def render_bridge_answer(
+    problem: Problem, rng: random.Random, config: BehaviorConfig | None = None
+) -> tuple[str, BehaviorStats]:
+    """Write a CoT answer with the behaviors of `config` injected; returns the text and what was injected."""
+    config = config or BehaviorConfig()
+    writer = StepWriter(problem, rng, subgoal=config.subgoal, analysis_level=config.analysis_level)
+    topo = problem.topo
+    cursor, last_ok, early_solves = 0, False, 0
+    while cursor < len(topo):
+        if (
+            0 < cursor < len(topo) - 1
+            and last_ok
+            and config.exploration > 0
+            and _can_attempt(problem, config, writer.solved, cursor)
+            and rng.random() < config.exploration
+        ):
+            node_id = _attempt_target(problem, rng, config, cursor)
+            if node_id in writer.solved:
+                continue
+            writer.step(node_id)
+            last_ok = node_id in writer.solved
+            early_solves += last_ok
+            continue
+        node_id = topo[cursor]
+        if node_id not in writer.solved:
+            writer.step(node_id)
+            last_ok = True
+        cursor += 1
+    stats = BehaviorStats(writer.failed_attempts, early_solves, writer.revisits, writer.analyses, len(writer.lines))
+    return writer.finish(), stats
+
+
+def _can_attempt(problem: Problem, config: BehaviorConfig, solved: set[int], cursor: int) -> bool:
+    """Whether an attempt could hit an unsolved node (keeps high exploration rates from looping forever)."""
+    later_open = any(i not in solved for i in problem.topo[cursor + 1 :])
+    if not problem.redundant:
+        return later_open
+    redundant_open = any(i not in solved for i in problem.redundant)
+    return (later_open and config.redundant_attempt < 1) or (redundant_open and config.redundant_attempt > 0)
+
+
+def _attempt_target(problem: Problem, rng: random.Random, config: BehaviorConfig, cursor: int) -> int:
+    """The node of a premature attempt: a redundant node, or a later necessary node (the target included)."""
+    if problem.redundant and rng.random() < config.redundant_attempt:
+        return rng.choice(problem.redundant)
+    return problem.topo[rng.randint(cursor + 1, len(problem.topo) - 1)]

@@ -1,0 +1,59 @@
+"""The question text of a problem, in the public iGSM grammar (paper_spec §A.5).
+
+One sentence per instance node, in `Problem.question_order`, then the final question::
+
+    The number of each Harbor Bakery's Croissant Tray equals 3 more than each Elm Market's Pastry.
+    ...
+    How many Pastry does each Harbor Bakery have?
+
+The grammar is the benchmark's public format, so models move between our data and the official files.
+"""
+
+from __future__ import annotations
+
+from bridge_pl.task.problem import Node, Problem
+
+__all__ = ["condition_rhs", "condition_sentence", "final_question", "render_question", "join_names"]
+
+
+def join_names(names: list[str]) -> str:
+    """"A", "A and B", "A, B and C": the iGSM way of listing parameters."""
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def condition_rhs(problem: Problem, node: Node) -> str:
+    """Right-hand side of an instance node's sentence, e.g. "3 more than the sum of each A's B and each C's D"."""
+    names = [problem.nodes[i].name for i in node.inputs]
+    if not names:
+        return str(node.constant)
+    if len(names) == 1:
+        combined = names[0]
+    else:
+        word = "difference" if node.combine == "diff" else "sum"
+        combined = f"the {word} of {join_names(names)}"
+    if node.constant is None:
+        return combined
+    relation = "times" if node.constant_op == "mul" else "more than"
+    return f"{node.constant} {relation} {combined}"
+
+
+def condition_sentence(problem: Problem, node: Node) -> str:
+    """The question sentence that defines an instance node."""
+    if node.kind != "instance":
+        raise ValueError(f"node {node.id} ({node.name}) is abstract: abstract nodes have no sentence")
+    return f"The number of {node.name} equals {condition_rhs(problem, node)}."
+
+
+def final_question(problem: Problem) -> str:
+    """The closing question, e.g. "How many Pastry does each Harbor Bakery have?"."""
+    target = problem.target
+    return f"How many {target.lower} does each {target.upper} have?"
+
+
+def render_question(problem: Problem) -> str:
+    """The whole question: one condition per line in `question_order`, then the final question."""
+    lines = [condition_sentence(problem, problem.nodes[i]) for i in problem.question_order]
+    lines.append(final_question(problem))
+    return "\n".join(lines)

@@ -120,7 +120,13 @@ def render_bridge_answer(
 
 
 def _can_attempt(problem: Problem, config: BehaviorConfig, solved: set[int], cursor: int) -> bool:
-    """Whether an attempt could hit an unsolved node (keeps high exploration rates from looping forever)."""
+    """Whether an attempt could hit an unsolved node (keeps high exploration rates from looping forever).
+
+    Once the target is solved early the answer is complete, so exploration stops there and the target's
+    step stays the last one.
+    """
+    if problem.topo[-1] in solved:
+        return False
     later_open = any(i not in solved for i in problem.topo[cursor + 1 :])
     if not problem.redundant:
         return later_open

@@ -146,7 +146,7 @@ class StepWriter:
         """Write the step for a node: compute it if unlocked, else a failed attempt with reflection."""
         node = self.problem.nodes[node_id]
         x = self.letters[node_id]
-        pick = self.rng.choice
+        pick = self._pick
         if node.is_leaf:
             sentences = [pick(LEAF).format(n=node.name, v=node.value), pick(NAME).format(x=x)]
         elif node_id in self.named:
@@ -188,11 +188,15 @@ class StepWriter:
 
     def conclusion(self) -> str:
         """The closing sentence with the answer."""
-        return self.rng.choice(CONCLUSIONS).format(v=self.problem.answer)
+        return self._pick(CONCLUSIONS).format(v=self.problem.answer)
 
     def finish(self) -> str:
         """The full answer text from the steps written so far."""
         return frame_answer(self.lines, self.problem.answer, self.conclusion())
+
+    def _pick(self, options: Sequence[str]) -> str:
+        # random() indexing is about twice as fast as Random.choice and as deterministic.
+        return options[int(self.rng.random() * len(options))]
 
     def _wants_analysis(self, node: Node) -> bool:
         num_inputs = len(node.inputs) + (node.constant is not None)
@@ -201,7 +205,7 @@ class StepWriter:
 
     def _reflection(self, unsolved: list[int], x: str) -> str:
         names = [self.problem.nodes[i].name for i in unsolved]
-        template = self.rng.choice(REFLECTION)
+        template = self._pick(REFLECTION)
         return template.format(u=join_names(names), be="is" if len(names) == 1 else "are", x=x)
 
 

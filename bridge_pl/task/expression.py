@@ -58,51 +58,51 @@ def _mod(value: int, modulus: int | None) -> int:
 
 def evaluate(expr: Expr, values: Mapping[int, int], modulus: int | None = None) -> int:
     """Value of `expr` with node values from `values`; every operation is reduced mod `modulus` if given."""
-    match expr:
-        case Num(value):
-            return value
-        case Ref(node):
-            return values[node]
-        case Product(left, right):
-            return _mod(evaluate(left, values, modulus) * evaluate(right, values, modulus), modulus)
-        case Chain(terms, ops):
-            total = evaluate(terms[0], values, modulus)
-            for op, term in zip(ops, terms[1:], strict=True):
-                term_value = evaluate(term, values, modulus)
-                total = _mod(total + term_value if op == "+" else total - term_value, modulus)
-            return total
+    kind = type(expr)  # type dispatch: several times faster than `match` on these hot paths
+    if kind is Num:
+        return expr.value
+    if kind is Ref:
+        return values[expr.node]
+    if kind is Product:
+        return _mod(evaluate(expr.left, values, modulus) * evaluate(expr.right, values, modulus), modulus)
+    if kind is Chain:
+        total = evaluate(expr.terms[0], values, modulus)
+        for op, term in zip(expr.ops, expr.terms[1:], strict=True):
+            term_value = evaluate(term, values, modulus)
+            total = _mod(total + term_value if op == "+" else total - term_value, modulus)
+        return total
     raise TypeError(f"not an expression: {expr!r}")
 
 
 def render(expr: Expr, name: Callable[[int], str], *, nested: bool = False) -> str:
     """Text of `expr`, writing node references with `name(node_id)` (a variable letter, say)."""
-    match expr:
-        case Num(value):
-            return f"({value})" if nested and value < 0 else str(value)
-        case Ref(node):
-            return name(node)
-        case Product(left, right):
-            return f"{render(left, name, nested=True)} * {render(right, name, nested=True)}"
-        case Chain(terms, ops):
-            parts = [render(terms[0], name, nested=True)]
-            for op, term in zip(ops, terms[1:], strict=True):
-                parts.append(f"{op} {render(term, name, nested=True)}")
-            text = " ".join(parts)
-            return f"({text})" if nested else text
+    kind = type(expr)
+    if kind is Num:
+        return f"({expr.value})" if nested and expr.value < 0 else str(expr.value)
+    if kind is Ref:
+        return name(expr.node)
+    if kind is Product:
+        return f"{render(expr.left, name, nested=True)} * {render(expr.right, name, nested=True)}"
+    if kind is Chain:
+        parts = [render(expr.terms[0], name, nested=True)]
+        for op, term in zip(expr.ops, expr.terms[1:], strict=True):
+            parts.append(f"{op} {render(term, name, nested=True)}")
+        text = " ".join(parts)
+        return f"({text})" if nested else text
     raise TypeError(f"not an expression: {expr!r}")
 
 
 def substitute(expr: Expr, values: Mapping[int, int]) -> Expr:
     """Copy of `expr` with every node reference replaced by its value."""
-    match expr:
-        case Num():
-            return expr
-        case Ref(node):
-            return Num(values[node])
-        case Product(left, right):
-            return Product(substitute(left, values), substitute(right, values))
-        case Chain(terms, ops):
-            return Chain(tuple(substitute(term, values) for term in terms), ops)
+    kind = type(expr)
+    if kind is Num:
+        return expr
+    if kind is Ref:
+        return Num(values[expr.node])
+    if kind is Product:
+        return Product(substitute(expr.left, values), substitute(expr.right, values))
+    if kind is Chain:
+        return Chain(tuple(substitute(term, values) for term in expr.terms), expr.ops)
     raise TypeError(f"not an expression: {expr!r}")
 
 

@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
 from bridge_pl.task.problem import Node, Problem
 from bridge_pl.task.vocabulary import Vocabulary, load_vocabulary
 
-__all__ = ["GeneratorConfig", "GenerationError", "generate_problem", "iter_problems", "problem_rng", "stream_rng"]
+__all__ = [
+    "GeneratorConfig",
+    "GenerationError",
+    "generate_problem",
+    "iter_problems",
+    "problem_rng",
+    "stream_rng",
+    "survey_draws",
+]
 
 MAX_NODES = 52  # one distinct letter a-z, A-Z per node in the written answers
 RNG = -1  # the random-constant pseudo-parent
@@ -53,7 +62,7 @@ class GeneratorConfig:
             rule: 0.6 when min_op > 20, else 0.
         modulus: Reduce every operation modulo this number (23 reproduces the original iGSM arithmetic).
         constant_range: Constants are uniform in {0, ..., constant_range - 1}.
-        order_attempts: Tries at a random topological order of one dependency graph before drawing a new one.
+        order_attempts: Graphs drawn for one difficulty shape (T, L, sizes) until one has a valid solution order.
         max_attempts: Draws tried per problem before giving up.
         vocabulary: Path of a vocabulary JSON file; None uses the packaged one.
     """
@@ -142,6 +151,27 @@ def generate_problem(config: GeneratorConfig, seed: int, index: int = 0) -> Prob
     )
 
 
+def survey_draws(config: GeneratorConfig, seed: int, draws: int) -> dict[str, float]:
+    """Outcome shares of `draws` raw draws: failures, rejections, and the layer mix of the built graphs.
+
+    The paper's layer mix and "about 18% of drawn problems fail stage 3 or stage 4" are measured on raw
+    draws, before the answer filter; this reports the same quantities for comparison.
+    """
+    vocabulary = load_vocabulary(config.vocabulary)
+    tally: Counter = Counter()
+    for index in range(draws):
+        _draw(config, vocabulary, stream_rng("survey", seed, index), tally)
+    built = max(tally["built"], 1)
+    report = {k: tally[k] / draws for k in ("failed_order", "failed_ops", "accepted")}
+    report["failed_stage3_or_4"] = (tally["failed_order"] + tally["failed_ops"]) / draws
+    for key in ("rejected_size", "rejected_bound", "rejected_zero"):
+        report[key] = tally[key] / built
+    report["abstract_target"] = tally["abstract_target"] / built
+    for layers in range(2, config.max_layers + 1):
+        report[f"layers_{layers}"] = tally[f"layers_{layers}"] / built
+    return report
+
+
 def iter_problems(config: GeneratorConfig, seed: int, count: int, start: int = 0) -> Iterator[Problem]:
     """Problems `start`, ..., `start + count - 1` of the stream `seed`."""
     for index in range(start, start + count):
@@ -196,17 +226,41 @@ class _Structure:
     children: list[list[list[int]]]  # children[layer][item] = lower-layer item indices it contains
 
 
-def _draw_structure(config: GeneratorConfig, vocabulary: Vocabulary, rng: random.Random, target_ops: int):
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """The difficulty of one draw: target ops, stage budgets, layers, items-per-layer range, edge count."""
+
+    target_ops: int
+    budget1: int
+    budget2: int
+    num_layers: int
+    w0: int
+    w1: int
+    num_edges: int
+
+
+def _draw_shape(config: GeneratorConfig, rng: random.Random) -> _Shape:
+    """Target op count T, budgets S1 <= S2 <= T, layers L, item range [w0, w1] and edge count E (spec §A.3)."""
+    if config.force:
+        target_ops = config.max_op
+    else:
+        target_ops = min(_randint(rng, config.min_op, config.max_op), _randint(rng, config.min_op, config.max_op))
+    budget1 = max(_randint(rng, 1, target_ops), _randint(rng, 1, target_ops))
+    budget2 = _randint(rng, budget1, target_ops)
     ip = config.max_instance_params
     rel = (target_ops - 1) / (ip - 1)
     layer_choices = list(range(2, config.max_layers + 1))
     num_layers = rng.choices(layer_choices, weights=_size_weights(len(layer_choices), rel))[0]
-    item_weights = _size_weights(3, rel)
-    w0, w1 = sorted(rng.choices([2, 3, 4], weights=item_weights, k=2))
+    w0, w1 = sorted(rng.choices([2, 3, 4], weights=_size_weights(3, rel), k=2))
     num_edges = min(_randint(rng, (num_layers - 1) * w0, ip), _randint(rng, (num_layers - 1) * w0, ip))
     num_edges = min(num_edges, (num_layers - 1) * w1 * w1)
+    return _Shape(target_ops, budget1, budget2, num_layers, w0, w1, num_edges)
 
-    counts = _draw_layer_sizes(rng, num_layers, w0, w1, num_edges)
+
+def _draw_structure(shape: _Shape, vocabulary: Vocabulary, rng: random.Random) -> tuple[str, _Structure] | None:
+    """Items per layer, their names (one system, one sub-category per layer) and the containment edges."""
+    num_layers = shape.num_layers
+    counts = _draw_layer_sizes(rng, num_layers, shape.w0, shape.w1, shape.num_edges)
     system = _pick(rng, vocabulary.systems)
     if len(system.categories) < num_layers:
         return None
@@ -216,9 +270,8 @@ def _draw_structure(config: GeneratorConfig, vocabulary: Vocabulary, rng: random
     if any(len(pool) < count for pool, count in zip(pools, counts, strict=True)):
         return None
     items = [_sample(rng, pool, count) for pool, count in zip(pools, counts, strict=True)]
-    children = _draw_edges(rng, counts, num_edges)
-    structure = _Structure(num_layers, items, [c.name for c in categories], children)
-    return system.name, structure
+    children = _draw_edges(rng, counts, shape.num_edges)
+    return system.name, _Structure(num_layers, items, [c.name for c in categories], children)
 
 
 def _draw_layer_sizes(rng: random.Random, num_layers: int, w0: int, w1: int, num_edges: int) -> list[int]:
@@ -326,40 +379,62 @@ def _new_draft(structure: _Structure) -> _Draft:
     )
 
 
-def _draw(config: GeneratorConfig, vocabulary: Vocabulary, rng: random.Random) -> Problem | None:
-    """One attempt at a problem; None when a stage fails or the answer is rejected (the caller draws again)."""
-    if config.force:
-        target_ops = config.max_op
-    else:
-        target_ops = min(_randint(rng, config.min_op, config.max_op), _randint(rng, config.min_op, config.max_op))
-    budget1 = max(_randint(rng, 1, target_ops), _randint(rng, 1, target_ops))
-    budget2 = _randint(rng, budget1, target_ops)
-    drawn = _draw_structure(config, vocabulary, rng, target_ops)
-    if drawn is None:
+def _draw(
+    config: GeneratorConfig, vocabulary: Vocabulary, rng: random.Random, tally: Counter | None = None
+) -> Problem | None:
+    """One attempt at a problem; None when a stage fails or the answer is rejected (the caller draws again).
+
+    With `tally`, counts the outcome of the draw (see `survey_draws`).
+    """
+    tally = Counter() if tally is None else tally
+    shape = _draw_shape(config, rng)
+    drafted = _draw_ordered_graph(config, vocabulary, rng, shape)
+    if drafted is None:
+        tally["failed_order"] += 1
         return None
-    system_name, structure = drawn
-    draft = _new_draft(structure)
-    _stage1_abstract(draft, rng, budget1)
-    _stage2_instances(draft, rng, budget2)
-    topo = None
-    for _ in range(config.order_attempts):
-        topo = _stage3_order(draft, rng)
-        if topo is not None:
-            break
-        for p in range(draft.num_instances):  # undo the explicit edges of the failed attempt
-            draft.parents[p] = []
-    if topo is None or not _stage4_ops(draft, rng, topo, target_ops, config):
+    system_name, draft, topo = drafted
+    if not _stage4_ops(draft, rng, topo, shape.target_ops, config):
+        tally["failed_ops"] += 1
         return None
+    tally["built"] += 1
+    tally[f"layers_{shape.num_layers}"] += 1
+    tally["abstract_target"] += draft.abstract[topo[-1]]
     redundant = _stage5_redundant(draft, rng, topo, config) if config.redundant else []
     if len(topo) + len(redundant) > MAX_NODES:
+        tally["rejected_size"] += 1
         return None
     values = _values(draft, [*topo, *redundant], config.modulus)
     answer = values[topo[-1]]
     if abs(answer) >= config.answer_bound:
+        tally["rejected_bound"] += 1
         return None
     if answer == 0 and rng.random() < config.zero_drop_probability:
+        tally["rejected_zero"] += 1
         return None
+    tally["accepted"] += 1
     return _build_problem(draft, rng, system_name, topo, redundant, values, config)
+
+
+def _draw_ordered_graph(
+    config: GeneratorConfig, vocabulary: Vocabulary, rng: random.Random, shape: _Shape
+) -> tuple[str, _Draft, list[int]] | None:
+    """Stages 1-3 for one shape, redrawing the whole graph when no topological order is found.
+
+    The shape (T, L, item range, E) is kept across retries, as the official generator does: a failed
+    order must not bias the problems towards shapes that fail less (it would skew the layer mix).
+    """
+    for _ in range(config.order_attempts):
+        drawn = _draw_structure(shape, vocabulary, rng)
+        if drawn is None:
+            return None
+        system_name, structure = drawn
+        draft = _new_draft(structure)
+        _stage1_abstract(draft, rng, shape.budget1)
+        _stage2_instances(draft, rng, shape.budget2)
+        topo = _stage3_order(draft, rng)
+        if topo is not None:
+            return system_name, draft, topo
+    return None
 
 
 def _ancestors(draft: _Draft, p: int) -> list[int]:

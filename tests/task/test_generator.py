@@ -165,3 +165,14 @@ def test_split_presets_generate(name):
 def test_problem_json_is_plain_json():
     text = generate_problem(DEFAULT, 0).to_json()
     assert json.loads(text)["version"] == 1
+
+
+def test_survey_reports_draw_outcomes_like_the_paper():
+    from bridge_pl.task.generator import survey_draws
+
+    report = survey_draws(DEFAULT, seed=0, draws=600)
+    # paper_spec §A.4: about 18% of draws fail stage 3 or 4; L = 4/3/2 in 45/37/18%; abstract target 54%.
+    assert 0.10 < report["failed_stage3_or_4"] < 0.26
+    assert report["layers_4"] > report["layers_3"] > report["layers_2"] > 0.1
+    assert abs(sum(report[f"layers_{k}"] for k in (2, 3, 4)) - 1.0) < 1e-9
+    assert 0.4 < report["abstract_target"] < 0.7

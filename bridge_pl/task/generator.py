@@ -399,11 +399,8 @@ def _draw(
     tally["built"] += 1
     tally[f"layers_{shape.num_layers}"] += 1
     tally["abstract_target"] += draft.abstract[topo[-1]]
-    redundant = _stage5_redundant(draft, rng, topo, config) if config.redundant else []
-    if len(topo) + len(redundant) > MAX_NODES:
-        tally["rejected_size"] += 1
-        return None
-    values = _values(draft, [*topo, *redundant], config.modulus)
+    # The answer depends on the necessary nodes only: filter it before spending time on redundant nodes.
+    values = _values(draft, topo, config.modulus, {})
     answer = values[topo[-1]]
     if abs(answer) >= config.answer_bound:
         tally["rejected_bound"] += 1
@@ -411,6 +408,11 @@ def _draw(
     if answer == 0 and rng.random() < config.zero_drop_probability:
         tally["rejected_zero"] += 1
         return None
+    redundant = _stage5_redundant(draft, rng, topo, config) if config.redundant else []
+    if len(topo) + len(redundant) > MAX_NODES:
+        tally["rejected_size"] += 1
+        return None
+    _values(draft, redundant, config.modulus, values)
     tally["accepted"] += 1
     return _build_problem(draft, rng, system_name, topo, redundant, values, config)
 
@@ -605,9 +607,11 @@ def _stage5_redundant(draft: _Draft, rng: random.Random, topo: list[int], config
     return redundant
 
 
-def _values(draft: _Draft, order: list[int], modulus: int | None) -> dict[int, int]:
-    """Every parameter's value, in `order` (exact integers reduced at the end equal per-operation reduction)."""
-    values: dict[int, int] = {}
+def _values(draft: _Draft, order: list[int], modulus: int | None, values: dict[int, int]) -> dict[int, int]:
+    """Add the value of every parameter of `order` to `values` and return it.
+
+    Exact integers reduced modulo at the end equal per-operation reduction, since + - * commute with mod.
+    """
     for p in order:
         inputs = [values[q] for q in draft.parents[p]]
         if draft.abstract[p]:

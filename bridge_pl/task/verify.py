@@ -2,12 +2,17 @@
 
 Reward (paper_spec §C.3): take the **first** ``\\boxed{...}`` of the completion and compare its text with
 ``str(ground_truth)`` exactly (no stripping, no number parsing), plus an optional format bonus when
-``"<think>" + completion`` has the ``<think>...</think> <answer>...</answer>`` shape. Model text is only
-ever matched with regular expressions and parsed by a small arithmetic parser: it is never executed.
+``"<think>" + completion`` has the ``<think>...</think> <answer>...</answer>`` shape.
 
 The CoT checker validates an answer as a proof: every ``X = t0 = t1 = ... = v`` chain has links that
 agree, uses only variables defined by earlier chains, substitutes their values faithfully, and ends at
 the boxed answer. It is what proves every renderer correct on thousands of problems.
+
+Model text is only ever matched with regular expressions and read by a small tokenizer and
+recursive-descent parser: it is never executed. Every scan is linear in the text and the parser's
+recursion is capped, so pathological completions (huge lines, deep parentheses, giant numbers) give
+errors, not hangs or crashes. Standard library only: the reward runs inside data workers that must not
+pay for importing torch.
 """
 
 from __future__ import annotations
@@ -29,32 +34,78 @@ __all__ = [
 
 BOXED = re.compile(r"\\boxed\{([^}]*)\}")
 FORMAT = re.compile(r"^<think>.*?</think>\s*<answer>.*?</answer>$", re.DOTALL | re.MULTILINE)
-CHAIN = re.compile(r"(?<![A-Za-z])([A-Za-z]) = ([-+*() 0-9A-Za-z=]+?)\.(?= |$)")
-TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z])|([-+*()]))")
-INTEGER = re.compile(r"-?\d+")
-MAX_DEPTH = 64
+TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+MAX_DEPTH = 64  # parenthesis nesting; iGSM formulas need 2-3 levels
+MAX_DIGITS = 64  # per number; keeps int() under Python's 4300-digit limit and * fast
+MAX_BITS = 256  # per intermediate value, so a chain of products cannot grow without bound
+MAX_ERRORS = 50  # a degenerate completion can repeat one slip thousands of times
+MAX_QUOTE = 60  # characters of model text quoted in one error
+
+# A chain lives in one maximal run of term characters that ends in "." before a space or the line end.
+# Scanning runs (instead of a lazy regex tried from every letter) keeps long lines linear.
+_RUN = re.compile(r"[-+*() 0-9A-Za-z=]+")
+_CHAIN_START = re.compile(r"(?<![A-Za-z])([A-Za-z]) = ")
+_TOKEN = re.compile(r"[0-9]+|[A-Za-z]|[-+*()]")
+_NOT_TERM = re.compile(r"[^ 0-9A-Za-z+*()-]")
+_INTEGER = re.compile(r"-?[0-9]+")
+_OPERATORS = frozenset("+-*()")
+_BEFORE_SIGN = frozenset("+-*(")  # after these a '-' is a sign, not a subtraction
 
 
+# ------------------------------------------------------------------------------------------------ reward
 def extract_answer(text: str) -> str | None:
-    """Return the text inside the first \\boxed{...} of `text`, or None when there is none."""
+    """Return the text inside the first \\boxed{...} of `text`, or None when there is none.
+
+    Args:
+        text: Any text, typically a completion.
+
+    Returns:
+        The raw boxed text (no stripping, no nested-brace handling: the paper's rule), or None.
+    """
     match = BOXED.search(text)
     return None if match is None else match.group(1)
 
 
 def strict_match_reward(completion: str, ground_truth: str | int) -> float:
-    """1.0 when the first boxed answer equals str(ground_truth) exactly as text, else 0.0."""
+    """1.0 when the first boxed answer equals str(ground_truth) exactly as text, else 0.0.
+
+    Args:
+        completion: Generated text.
+        ground_truth: The expected answer; ``" 24"`` and ``"24.0"`` do not match ``24``.
+
+    Returns:
+        1.0 or 0.0.
+    """
     return 1.0 if extract_answer(completion) == str(ground_truth) else 0.0
 
 
 def format_ok(completion: str, prompt_suffix: str = "<think>") -> bool:
-    """Whether prompt_suffix + completion fully matches <think>...</think> <answer>...</answer>."""
+    """Whether prompt_suffix + completion fully matches <think>...</think> <answer>...</answer>.
+
+    Args:
+        completion: Generated text after the prompt.
+        prompt_suffix: Text the prompt ends with (the RL prompt ends in ``<think>``); "" for a full answer.
+
+    Returns:
+        Whether the paper's format pattern matches the whole text (so even a trailing newline fails).
+    """
     return FORMAT.fullmatch(prompt_suffix + completion) is not None
 
 
 def compute_reward(
     completion: str, ground_truth: str | int, format_reward_scale: float = 0.0, prompt_suffix: str = "<think>"
 ) -> float:
-    """Strict-match reward plus format_reward_scale when the completion is well formed."""
+    """Strict-match reward plus format_reward_scale when the completion is well formed.
+
+    Args:
+        completion: Generated text after the prompt.
+        ground_truth: The expected answer, compared as ``str(ground_truth)``.
+        format_reward_scale: Bonus added when `format_ok` holds; 0 disables the format check.
+        prompt_suffix: Text the prompt ends with, prepended for the format check.
+
+    Returns:
+        The reward: 0 or 1, plus the bonus when it applies.
+    """
     reward = strict_match_reward(completion, ground_truth)
     if format_reward_scale and format_ok(completion, prompt_suffix):
         reward += format_reward_scale
@@ -69,8 +120,24 @@ def batch_rewards(
 ) -> list[float]:
     """Reward of each completion against its ground truth (TRL-style batch reward function).
 
-    Contract: ``completions[i]`` is the generated text after the prompt (which ends in ``prompt_suffix``);
-    ``ground_truths[i]`` is compared as ``str()``; the result has one float per completion, in order.
+    Contract:
+        ``completions[i]`` is the generated text after a prompt ending in ``prompt_suffix``, and
+        ``ground_truths[i]`` its expected answer, compared as ``str()``. The result holds one float per
+        completion, in order: 1.0 when the first ``\\boxed{...}`` of the completion is exactly that text,
+        else 0.0, plus ``format_reward_scale`` when the completion is well formed (see `format_ok`).
+        Pure and deterministic; safe to call from any process.
+
+    Args:
+        completions: Generated texts.
+        ground_truths: Expected answers, one per completion.
+        format_reward_scale: Bonus for a well-formed completion.
+        prompt_suffix: Text the prompt ends with.
+
+    Returns:
+        One reward per completion.
+
+    Raises:
+        ValueError: When the two sequences differ in length.
 
     >>> batch_rewards(["\\nSo \\\\boxed{7}.", "\\\\boxed{ 7}", "no box"], [7, 7, "7"])
     [1.0, 0.0, 0.0]
@@ -88,9 +155,9 @@ class CoTCheck:
 
     Attributes:
         ok: Whether the answer passed every check.
-        errors: Readable problems, each naming the 1-based line of the response.
+        errors: Readable problems, each naming the 1-based line of the response (or "frame" when none applies).
         num_equations: Number of equation chains found.
-        final_value: Value of the last chain's variable (None without chains).
+        final_value: Value of the last chain's variable (None without chains or when it cannot be computed).
     """
 
     ok: bool
@@ -99,37 +166,93 @@ class CoTCheck:
     final_value: int | None = None
 
 
-class _ParseError(ValueError):
-    pass
+@dataclass
+class _Chain:
+    """One ``X = t0 = ... = tk`` found in the text."""
+
+    line: int
+    variable: str
+    terms: list[str]
 
 
-class _Parser:
-    """Recursive-descent parser and evaluator for chain terms: integers, letters, + - *, parentheses."""
+@dataclass
+class _Definition:
+    value: int
+    line: int
 
-    def __init__(self, text: str, env: dict[str, int], modulus: int | None):
-        self.tokens = _tokenize(text)
+
+class _TermError(ValueError):
+    """A term that cannot be read or evaluated; the message says why."""
+
+
+class _UndefinedError(_TermError):
+    """A term uses a variable no earlier chain defined."""
+
+
+def _quote(text: str) -> str:
+    """Quote model text for an error message, shortened so a huge term cannot flood the report."""
+    return repr(text if len(text) <= MAX_QUOTE else text[: MAX_QUOTE - 3] + "...")
+
+
+def _tokenize(term: str) -> list[str]:
+    """Split a term into numbers, single letters and operators; anything else is an error."""
+    bad = _NOT_TERM.search(term)
+    if bad is not None:
+        raise _TermError(f"unexpected {_quote(term[bad.start() : bad.start() + 10])}")
+    return _TOKEN.findall(term)  # every character left is a space or part of a token, so nothing is skipped
+
+
+def _is_number(token: str) -> bool:
+    return token[0] in "0123456789"
+
+
+def _is_variable(token: str) -> bool:
+    return token not in _OPERATORS and not _is_number(token)
+
+
+class _Evaluator:
+    """Recursive-descent evaluator of the tokens of one term.
+
+    Grammar: sum := product (('+' | '-') product)*; product := factor ('*' factor)*;
+    factor := number | '-' number | variable | '(' sum ')'. Records every printed number (with its sign)
+    so the caller can range-check them under a modulus.
+    """
+
+    def __init__(self, tokens: list[str], env: dict[str, _Definition], modulus: int | None):
+        self.tokens = tokens
         self.pos = 0
         self.env = env
         self.modulus = modulus
         self.depth = 0
+        self.literals: list[int] = []
 
-    def parse(self) -> int:
+    def evaluate(self) -> int:
         value = self._sum()
         if self.pos != len(self.tokens):
-            raise _ParseError(f"unexpected {self.tokens[self.pos]!r}")
+            raise _TermError(f"unexpected {self.tokens[self.pos]!r}")
         return value
 
     def _peek(self) -> str | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
 
+    def _take(self) -> str:
+        token = self._peek()
+        if token is None:
+            raise _TermError("it ends too early")
+        self.pos += 1
+        return token
+
     def _reduce(self, value: int) -> int:
-        return value if self.modulus is None else value % self.modulus
+        if self.modulus is not None:
+            return value % self.modulus
+        if value.bit_length() > MAX_BITS:
+            raise _TermError(f"a value exceeds {MAX_BITS} bits")
+        return value
 
     def _sum(self) -> int:
         value = self._product()
         while self._peek() in ("+", "-"):
-            op = self.tokens[self.pos]
-            self.pos += 1
+            op = self._take()
             right = self._product()
             value = self._reduce(value + right if op == "+" else value - right)
         return value
@@ -137,63 +260,58 @@ class _Parser:
     def _product(self) -> int:
         value = self._factor()
         while self._peek() == "*":
-            self.pos += 1
+            self._take()
             value = self._reduce(value * self._factor())
         return value
 
     def _factor(self) -> int:
-        token = self._peek()
-        if token is None:
-            raise _ParseError("expression ends too early")
-        self.pos += 1
-        if token == "-":
-            return self._nested(lambda: self._reduce(-self._factor()))
+        token = self._take()
         if token == "(":
-            value = self._nested(self._sum)
-            if self._peek() != ")":
-                raise _ParseError("missing ')'")
-            self.pos += 1
-            return value
-        if token.isdigit():
-            return int(token)
-        if token.isalpha():
+            return self._parenthesized()
+        if token == "-":  # only numbers carry a sign: "(-5)", "-5", "2 - -3"
+            number = self._take()
+            if not _is_number(number):
+                raise _TermError(f"'-' must precede a number, not {number!r}")
+            return self._number(number, sign=-1)
+        if _is_number(token):
+            return self._number(token, sign=1)
+        if _is_variable(token):
             if token not in self.env:
-                raise _ParseError(f"variable '{token}' used before it is defined")
-            return self.env[token]
-        raise _ParseError(f"unexpected {token!r}")
+                raise _UndefinedError(f"variable '{token}' used before it is defined")
+            return self.env[token].value
+        raise _TermError(f"unexpected {token!r}")
 
-    def _nested(self, parse) -> int:
+    def _parenthesized(self) -> int:
+        # Depth is capped so "((((...))))" is an error instead of a RecursionError.
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise _ParseError(f"nested deeper than {MAX_DEPTH} levels")
-        try:
-            return parse()
-        finally:
-            self.depth -= 1
+            raise _TermError(f"parentheses nested deeper than {MAX_DEPTH} levels")
+        value = self._sum()
+        if self._take() != ")":
+            raise _TermError("missing ')'")
+        self.depth -= 1
+        return value
 
-
-def _tokenize(text: str) -> list[str]:
-    tokens, pos = [], 0
-    text = text.rstrip()
-    while pos < len(text):
-        match = TOKEN.match(text, pos)
-        if match is None or match.end() == pos:
-            raise _ParseError(f"cannot read {text[pos:pos + 10]!r}")
-        tokens.append(match.group(match.lastindex))
-        pos = match.end()
-    return tokens
+    def _number(self, digits: str, sign: int) -> int:
+        if len(digits) > MAX_DIGITS:
+            raise _TermError(f"a number has more than {MAX_DIGITS} digits")
+        value = sign * int(digits)
+        self.literals.append(value)
+        return value if self.modulus is None else value % self.modulus
 
 
 def _literal_shape(tokens: list[str]) -> list[str]:
-    """Tokens with negative literals "(-5)" and unary "-5" folded into one token "-5"."""
+    """Tokens with signed literals folded into one token: "(-5)", and "-5" where '-' cannot be binary."""
     shape: list[str] = []
     i = 0
     while i < len(tokens):
         window = tokens[i : i + 4]
-        if len(window) == 4 and window[:2] == ["(", "-"] and window[2].isdigit() and window[3] == ")":
+        if len(window) == 4 and window[:2] == ["(", "-"] and _is_number(window[2]) and window[3] == ")":
             shape.append(f"-{window[2]}")
             i += 4
-        elif len(window) >= 2 and window[0] == "-" and window[1].isdigit() and (not shape or shape[-1] in "+-*("):
+        elif (
+            window[0] == "-" and len(window) > 1 and _is_number(window[1]) and (not shape or shape[-1] in _BEFORE_SIGN)
+        ):
             shape.append(f"-{window[1]}")
             i += 2
         else:
@@ -202,82 +320,232 @@ def _literal_shape(tokens: list[str]) -> list[str]:
     return shape
 
 
-def _substitution_error(formula: str, numeric: str, env: dict[str, int]) -> str | None:
-    """Why `numeric` is not `formula` with each variable replaced by its value, or None if it is."""
-    expected = [str(env[t]) if t.isalpha() else t for t in _literal_shape(_tokenize(formula))]
-    actual = _literal_shape(_tokenize(numeric))
-    if expected != actual:
-        return f"'{numeric}' is not '{formula}' with the values substituted (expected '{' '.join(expected)}')"
+# ----------------------------------------------------------------------------------------- the frame
+def _line_of(text: str, offset: int) -> int:
+    """1-based line number of a character offset."""
+    return text.count("\n", 0, offset) + 1
+
+
+def _frame_errors(response: str) -> tuple[list[str], tuple[str, int] | None, tuple[int, int]]:
+    """Problems with the <think>/<answer> frame and the box.
+
+    Returns:
+        The errors, the first box as (text, line) (None without one), and the [start, end) span of the think body
+        (the whole response when the think tags are missing or out of order).
+    """
+    errors = []
+    positions = [response.find(tag) for tag in TAGS]
+    missing = [tag for tag, pos in zip(TAGS, positions, strict=True) if pos < 0]
+    if missing:
+        errors.append(f"frame: missing {', '.join(missing)}")
+    elif positions != sorted(positions):
+        errors.append("frame: expected <think>...</think> then <answer>...</answer>, in that order")
+    for tag in TAGS:
+        if response.count(tag) > 1:
+            second = response.find(tag, response.find(tag) + 1)
+            errors.append(f"line {_line_of(response, second)}: a second {tag} tag")
+    box = _box_errors(response, positions, errors)
+    start, end = positions[0], positions[1]
+    span = (start + len(TAGS[0]), end) if 0 <= start < end else (0, len(response))
+    return errors, box, span
+
+
+def _box_errors(response: str, positions: list[int], errors: list[str]) -> tuple[str, int] | None:
+    """Append the box's problems to `errors` and return the first box as (text, line)."""
+    boxes = list(BOXED.finditer(response))
+    if not boxes:
+        errors.append("frame: no \\boxed{...} answer")
+        return None
+    first = boxes[0]
+    line = _line_of(response, first.start())
+    for extra in boxes[1:]:
+        errors.append(
+            f"line {_line_of(response, extra.start())}: another \\boxed{{}} answer ({_quote(extra.group(1))}); "
+            f"the reward reads only the first ({_quote(first.group(1))}, line {line})"
+        )
+    if not _INTEGER.fullmatch(first.group(1)):
+        errors.append(f"line {line}: boxed answer {_quote(first.group(1))} is not an integer")
+    answer_start, answer_end = positions[2], positions[3]
+    if 0 <= answer_start < answer_end and not answer_start < first.start() < answer_end:
+        errors.append(f"line {line}: the boxed answer is outside <answer>...</answer>")
+    return first.group(1), line
+
+
+# ----------------------------------------------------------------------------------------- the chains
+def _find_chains(body: str, first_line: int) -> tuple[list[_Chain], tuple[int, str] | None]:
+    """Every equation chain of the think body, and its conclusion line (number, text) if it has one."""
+    chains, lines = [], body.split("\n")
+    for number, raw in enumerate(lines, start=first_line):
+        line = raw.rstrip("\r")
+        for run in _RUN.finditer(line):
+            end = run.end()
+            if line[end : end + 1] != "." or line[end + 1 : end + 2] not in ("", " "):
+                continue
+            start = _CHAIN_START.search(line, run.start(), end)
+            if start is not None:
+                chains.append(_Chain(number, start.group(1), line[start.end() : end].split(" = ")))
+    conclusion = None
+    for number, raw in reversed(list(enumerate(lines, start=first_line))):
+        if raw.strip():
+            conclusion = None if raw.strip().startswith("- ") else (number, raw.strip())
+            break
+    return chains, conclusion
+
+
+def _evaluate_term(term: str, env: dict[str, _Definition], modulus: int | None) -> tuple[int, list[int]]:
+    """Value of one term and the numbers printed in it."""
+    evaluator = _Evaluator(_tokenize(term), env, modulus)
+    return evaluator.evaluate(), evaluator.literals
+
+
+def _term_values(
+    chain: _Chain, env: dict[str, _Definition], modulus: int | None, errors: list[str]
+) -> list[int | None]:
+    """Value of each term (None where it cannot be computed), appending problems to `errors`."""
+    where = f"line {chain.line}"
+    values: list[int | None] = []
+    for k, term in enumerate(chain.terms):
+        try:
+            variables = [t for t in _tokenize(term) if _is_variable(t)]
+            if k > 0 and variables:
+                raise _TermError(f"variable '{variables[0]}' after the first term; only the formula may use variables")
+            value, literals = _evaluate_term(term, env, modulus)
+        except _UndefinedError as err:
+            errors.append(f"{where}: {err}")
+            values.append(None)
+            continue
+        except _TermError as err:
+            errors.append(f"{where}: cannot evaluate {_quote(term)}: {err}")
+            values.append(None)
+            continue
+        if modulus is not None:
+            errors.extend(
+                f"{where}: {n} in {_quote(term)} is not in [0, {modulus})" for n in literals if not 0 <= n < modulus
+            )
+        values.append(value)
+    return values
+
+
+def _substitution_error(chain: _Chain, env: dict[str, _Definition]) -> str | None:
+    """Why the second term is not the formula with each variable replaced by its value, or None if it is."""
+    try:
+        formula, numeric = _tokenize(chain.terms[0]), _tokenize(chain.terms[1])
+    except _TermError:
+        return None  # already reported by _term_values
+    if not any(_is_variable(t) for t in formula) or any(_is_variable(t) and t not in env for t in formula):
+        return None
+    expected = [str(env[t].value) if _is_variable(t) else t for t in _literal_shape(formula)]
+    if expected != _literal_shape(numeric):
+        shown = " ".join(expected).replace("( ", "(").replace(" )", ")")
+        formula_text, numeric_text = _quote(chain.terms[0]), _quote(chain.terms[1])
+        return f"{numeric_text} is not {formula_text} with the values substituted (expected {_quote(shown)})"
     return None
 
 
-def _frame_errors(response: str) -> tuple[list[str], str | None, str]:
-    """Problems with the <think>/<answer> frame and the box; returns (errors, boxed text, think body)."""
-    errors = []
-    tags = ["<think>", "</think>", "<answer>", "</answer>"]
-    positions = [response.find(tag) for tag in tags]
-    if any(p < 0 for p in positions) or positions != sorted(positions):
-        missing = [t for t, p in zip(tags, positions, strict=True) if p < 0]
-        errors.append(f"frame: expected <think>...</think> then <answer>...</answer> (missing: {missing or 'order'})")
-    boxes = BOXED.findall(response)
-    boxed = boxes[0] if boxes else None
-    if not boxes:
-        errors.append("frame: no \\boxed{...} answer")
-    elif len(boxes) > 1:
-        errors.append(f"frame: {len(boxes)} \\boxed{{}} answers; the reward reads only the first ({boxes[0]!r})")
-    if boxed is not None and not INTEGER.fullmatch(boxed):
-        errors.append(f"frame: boxed answer {boxed!r} is not an integer")
-    start, end = positions[0], positions[1]
-    body = response[start + len("<think>") : end] if 0 <= start < end else response
-    return errors, boxed, body
-
-
-def _check_chain(variable: str, terms: list[str], env: dict[str, int], modulus: int | None, where: str) -> list[str]:
-    """Check one chain and record its variable's value in `env`; returns the problems found."""
-    values = []
-    for k, term in enumerate(terms):
-        try:
-            values.append(_Parser(term, env if k == 0 else {}, modulus).parse())
-        except _ParseError as err:
-            return [f"{where}: cannot evaluate '{term}' ({err})"]
-    errors = []
-    if modulus is not None:
-        for term in terms:
-            errors += [f"{where}: {n} is not in [0, {modulus})" for n in re.findall(r"\d+", term) if int(n) >= modulus]
-    for k in range(1, len(values)):
-        if values[k] != values[0]:
-            errors.append(f"{where}: link '{terms[k]}' evaluates to {values[k]}, but '{terms[0]}' gives {values[0]}")
-    if len(terms) > 1 and any(t.isalpha() for t in _tokenize(terms[0])):
-        problem = _substitution_error(terms[0], terms[1], env)
+def _check_chain(chain: _Chain, env: dict[str, _Definition], modulus: int | None) -> tuple[list[str], int | None]:
+    """Check one chain and record its variable's value in `env`; returns the problems and that value."""
+    where, errors = f"line {chain.line}", []
+    values = _term_values(chain, env, modulus, errors)
+    errors += _link_errors(chain, values)
+    if len(chain.terms) > 1 and values[0] is not None:  # a formula that failed is already reported
+        problem = _substitution_error(chain, env)
         if problem:
             errors.append(f"{where}: {problem}")
-    if variable in env and env[variable] != values[-1]:
-        errors.append(f"{where}: '{variable}' was {env[variable]} and is now {values[-1]}")
-    env[variable] = values[-1]
+    last = _literal_shape(_tokenize_or_empty(chain.terms[-1]))
+    if len(chain.terms) > 1 and not (len(last) == 1 and _INTEGER.fullmatch(last[0])):
+        errors.append(f"{where}: the chain for '{chain.variable}' does not end in a number ({_quote(chain.terms[-1])})")
+    known = [v for v in values if v is not None]
+    if not known:
+        return errors, None
+    value = known[-1]  # the printed result is what later steps use, so keep it even after a slip
+    earlier = env.get(chain.variable)
+    if earlier is not None and earlier.value != value:
+        errors.append(f"{where}: '{chain.variable}' is now {value} but was {earlier.value} on line {earlier.line}")
+    env[chain.variable] = _Definition(value, chain.line)
+    return errors, value
+
+
+def _link_errors(chain: _Chain, values: list[int | None]) -> list[str]:
+    """Links whose value differs from the link before them."""
+    errors, previous = [], None
+    for term, value in zip(chain.terms, values, strict=True):
+        if value is None:
+            continue
+        # Compare with the last computable link, not the formula, so a slip carried on is reported once.
+        if previous is not None and value != previous[1]:
+            errors.append(
+                f"line {chain.line}: link {_quote(term)} evaluates to {value}, "
+                f"but {_quote(previous[0])} gives {previous[1]}"
+            )
+        previous = (term, value)
+    return errors
+
+
+def _tokenize_or_empty(term: str) -> list[str]:
+    try:
+        return _tokenize(term)
+    except _TermError:
+        return []
+
+
+def _same_integer(text: str, value: int) -> bool:
+    """Whether integer text equals `value`, without int() on text too long to be any value we compute."""
+    return len(text) <= MAX_DIGITS + 1 and int(text) == value
+
+
+def _answer_errors(
+    box: tuple[str, int] | None,
+    final: tuple[int, int] | None,
+    conclusion: tuple[int, str] | None,
+    expected_answer: int | str | None,
+) -> list[str]:
+    """Problems linking the final (value, line), the conclusion line, the box and the expected answer."""
+    errors = []
+    if final is not None and box is not None and _INTEGER.fullmatch(box[0]) and not _same_integer(box[0], final[0]):
+        errors.append(
+            f"line {box[1]}: boxed {_quote(box[0])} differs from the last computed value {final[0]} (line {final[1]})"
+        )
+    if final is not None and conclusion is not None:
+        numbers = _INTEGER.findall(conclusion[1])
+        if numbers and not _same_integer(numbers[-1], final[0]):
+            errors.append(
+                f"line {conclusion[0]}: conclusion says {_quote(numbers[-1])}, "
+                f"last computed value is {final[0]} (line {final[1]})"
+            )
+    if expected_answer is not None and (box is None or box[0] != str(expected_answer)):
+        where = "answer" if box is None else f"line {box[1]}"
+        shown = "no boxed answer" if box is None else f"boxed {_quote(box[0])}"
+        errors.append(f"{where}: {shown}, expected {_quote(str(expected_answer))}")
     return errors
 
 
 def check_cot(response: str, *, expected_answer: int | str | None = None, modulus: int | None = None) -> CoTCheck:
-    """Check every equation chain of an answer: links agree, variables defined before use, answer consistent."""
-    errors, boxed, body = _frame_errors(response)
-    offset = response[: response.find(body)].count("\n") if body in response else 0
-    env: dict[str, int] = {}
-    final_value, count, conclusion = None, 0, None
-    for number, line in enumerate(body.split("\n"), start=offset + 1):
-        stripped = line.strip()
-        if stripped and not stripped.startswith("- "):
-            conclusion = (number, stripped)
-        for match in CHAIN.finditer(line):
-            terms = match.group(2).split(" = ")
-            errors += _check_chain(match.group(1), terms, env, modulus, f"line {number}")
-            final_value = env.get(match.group(1))
-            count += 1
-    if count and boxed is not None and INTEGER.fullmatch(boxed) and int(boxed) != final_value:
-        errors.append(f"answer: boxed {boxed} differs from the last computed value {final_value}")
-    if count and conclusion is not None:
-        numbers = INTEGER.findall(conclusion[1])
-        if numbers and int(numbers[-1]) != final_value:
-            errors.append(f"line {conclusion[0]}: conclusion says {numbers[-1]}, last computed value is {final_value}")
-    if expected_answer is not None and boxed != str(expected_answer):
-        errors.append(f"answer: boxed {boxed!r} is not the expected {str(expected_answer)!r}")
-    return CoTCheck(ok=not errors, errors=errors, num_equations=count, final_value=final_value)
+    """Check every equation chain of an answer: links agree, variables defined before use, answer consistent.
+
+    Args:
+        response: The full answer, ``<think>...</think>`` then ``<answer>...\\boxed{V}...</answer>``.
+        expected_answer: When given, the boxed text must equal ``str(expected_answer)`` exactly.
+        modulus: When given, every operation is reduced mod it and every printed number must lie in
+            ``[0, modulus)``; None means plain integers.
+
+    Returns:
+        The verdict with every problem found. An answer without chains (no CoT) is judged on its frame,
+        box and expected answer only.
+
+    Raises:
+        ValueError: When `modulus` is not positive.
+    """
+    if modulus is not None and modulus < 1:
+        raise ValueError(f"modulus={modulus}: need a positive modulus or None")
+    errors, box, (start, end) = _frame_errors(response)
+    chains, conclusion = _find_chains(response[start:end], _line_of(response, start))
+    env: dict[str, _Definition] = {}
+    final_value = None
+    for chain in chains:
+        chain_errors, final_value = _check_chain(chain, env, modulus)
+        errors += chain_errors
+    final = None if final_value is None else (final_value, chains[-1].line)
+    errors += _answer_errors(box, final, conclusion, expected_answer)
+    if len(errors) > MAX_ERRORS:
+        errors[MAX_ERRORS - 1 :] = [f"... and {len(errors) - MAX_ERRORS + 1} more errors"]
+    return CoTCheck(ok=not errors, errors=errors, num_equations=len(chains), final_value=final_value)

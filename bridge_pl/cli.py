@@ -109,7 +109,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats(data_commands)
     _add_verify(data_commands)
     _add_show(data_commands)
+    model = commands.add_parser("model", help="build the embedded default model (tiny, from scratch)")
+    model.set_defaults(help_parser=model)
+    _add_model_init(model.add_subparsers(dest="model_command", metavar="SUBCOMMAND"))
     return parser
+
+
+def _add_model_init(commands) -> None:
+    from_presets = "llama-1m, llama-3m, llama-10m, llama-30m, llama-100m, qwen2-3m, qwen2-10m"  # no torch for --help
+    p = commands.add_parser(
+        "init",
+        help="write a from-scratch tiny model and the project tokenizer as a Hugging Face directory",
+        description="Build the project tokenizer (iGSM vocabulary) and a randomly initialised causal LM, and save "
+        "both with save_pretrained: the local model every config can load. Nothing is downloaded.",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output model directory")
+    p.add_argument("--preset", default="llama-3m", help=f"model size preset ({from_presets})")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    p.set_defaults(handler=_model_init)
+
+
+def _model_init(args: argparse.Namespace) -> int:
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise ValueError(f"{args.out} is not empty; pass --overwrite to replace the model there")
+    from bridge_pl.models.model_io import TINY_PRESETS, count_parameters, init_model_dir, load_model
+
+    if args.preset not in TINY_PRESETS:
+        raise ValueError(f"--preset {args.preset!r} is unknown; choose one of {', '.join(TINY_PRESETS)}")
+    path = init_model_dir(args.out, preset=args.preset, seed=args.seed)
+    params = count_parameters(load_model(path))
+    print(f"wrote {args.preset} ({params / 1e6:.2f}M parameters) and the project tokenizer to {path}")
+    return 0
 
 
 def _add_generate(commands) -> None:

@@ -224,3 +224,16 @@ def test_the_installed_script_runs_without_torch(tmp_path):
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import")}
     assert "bridge_pl.data.records" in imported
     assert not imported & {"torch", "lightning", "transformers", "pyarrow"}
+
+
+def test_model_init_writes_a_loadable_model(tmp_path, capsys):
+    from bridge_pl.models.model_io import load_model, load_tokenizer
+
+    out = tmp_path / "tiny"
+    assert main(["model", "init", "--out", str(out), "--preset", "llama-1m"]) == 0
+    assert "llama-1m" in capsys.readouterr().out
+    model, tokenizer = load_model(out), load_tokenizer(out)
+    assert model.config.vocab_size == len(tokenizer)
+    assert main(["model", "init", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["model", "init", "--out", str(tmp_path / "x"), "--preset", "huge"]) == 2

@@ -343,24 +343,29 @@ class _Draft:
 
 def _new_draft(structure: _Structure) -> _Draft:
     """All parameters of a structure graph: one instance parameter per edge, one abstract per (layer, item) pair."""
+    layers, children = structure.num_layers, structure.children
     spec: list[tuple[int, int, int]] = []
-    for layer in range(1, structure.num_layers):
-        for item, lowers in enumerate(structure.children[layer]):
+    first_instance = [[0] * len(items) for items in structure.items]  # id of each item's first instance parameter
+    for layer in range(1, layers):
+        for item, lowers in enumerate(children[layer]):
+            first_instance[layer][item] = len(spec)
             spec.extend((layer, item, lower) for lower in lowers)
-    instance_id = {s: p for p, s in enumerate(spec)}
     num_instances = len(spec)
-    abstract_id: dict[tuple[int, int, int], int] = {}
-    for upper_layer in range(1, structure.num_layers):
+    abstract_base: dict[tuple[int, int], int] = {}  # (lower layer, upper layer) -> id of its item 0
+    for upper_layer in range(1, layers):
         for lower_layer in range(upper_layer):
-            for item in range(len(structure.items[upper_layer])):
-                abstract_id[(lower_layer, upper_layer, item)] = len(spec)
-                spec.append((lower_layer, upper_layer, item))
-    parents: list[list[int]] = [[] for _ in spec]
-    for (lower_layer, upper_layer, item), p in abstract_id.items():
-        for lower in structure.children[upper_layer][item]:
-            parents[p].append(instance_id[(upper_layer, item, lower)])
-            if upper_layer - lower_layer > 1:  # weighted: each child's count times that child's category total
-                parents[p].append(abstract_id[(lower_layer, upper_layer - 1, lower)])
+            abstract_base[lower_layer, upper_layer] = len(spec)
+            spec.extend((lower_layer, upper_layer, item) for item in range(len(structure.items[upper_layer])))
+    parents: list[list[int]] = [[] for _ in range(num_instances)]
+    for upper_layer in range(1, layers):
+        for lower_layer in range(upper_layer):
+            below = abstract_base.get((lower_layer, upper_layer - 1))  # None one level up: a plain sum
+            for item, lowers in enumerate(children[upper_layer]):
+                first = first_instance[upper_layer][item]
+                if below is None:
+                    parents.append(list(range(first, first + len(lowers))))
+                else:  # weighted: each child's count times that child's category total
+                    parents.append([p for k, lower in enumerate(lowers) for p in (first + k, below + lower)])
     n = len(spec)
     abstract = [p >= num_instances for p in range(n)]
     base_ops = [max(1, len(parents[p]) - 1) for p in range(n)]

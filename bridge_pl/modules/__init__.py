@@ -1,0 +1,21 @@
+"""LightningModules (the training recipes) and their settings: SFT now, GRPO next.
+
+Imports torch, lightning and transformers: nothing in `bridge_pl.task`, `bridge_pl.augment` or the pure-Python
+data modules imports this package. YAML configs name the classes by these paths
+(``class_path: bridge_pl.modules.SFTModule``).
+"""
+
+from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
+from bridge_pl.modules.parallel import DecoderLayerPolicy
+from bridge_pl.modules.sft import LoraConfig, SFTModule, token_cross_entropy
+
+__all__ = [
+    "DecoderLayerPolicy",
+    "LoraConfig",
+    "OptimizerConfig",
+    "SFTModule",
+    "SchedulerConfig",
+    "build_optimizer",
+    "build_scheduler",
+    "token_cross_entropy",
+]

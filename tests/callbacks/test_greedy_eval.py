@@ -1,0 +1,85 @@
+"""GreedyEvalCallback: argument checks, scoring, outputs, and that it only observes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from bridge_pl.cli import main as bridge_main
+from bridge_pl.data.datamodules import SFTDataModule
+from bridge_pl.models.model_io import init_model_dir
+from bridge_pl.modules import OptimizerConfig, SFTModule
+from callbacks.greedy_eval import GreedyEvalCallback, _greedy
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
+
+
+def generate(out: Path, split: str, size: int) -> Path:
+    assert bridge_main(["data", "generate", "--split", split, "--size", str(size), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("test") / "test_id", "test_id", 6)
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("sft") / "sft", "sft", 8)
+
+
+def fit(root: Path, model_dir: Path, sft_dir: Path, callbacks: list) -> SFTModule:
+    L.seed_everything(0)
+    module = SFTModule(str(model_dir), optimizer=OptimizerConfig(lr=3e-3), hf_output_dir=str(root / "hf"))
+    data = SFTDataModule(str(sft_dir), str(model_dir), max_length=256, truncation="truncate", batch_size=4)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=2, logger=L.pytorch.loggers.TensorBoardLogger(str(root)), callbacks=callbacks,
+        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(root),
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    return module
+
+
+def test_arguments_are_checked_up_front(tmp_path, prompts):
+    with pytest.raises(FileNotFoundError, match="bridge data generate --split test_id"):
+        GreedyEvalCallback(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="max_new_tokens=0.*batch_size=0"):
+        GreedyEvalCallback(str(prompts), max_new_tokens=0, batch_size=0)
+
+
+def test_scores_logs_and_writes_results_without_changing_training(tmp_path, model_dir, sft_dir, prompts, capsys):
+    callback = GreedyEvalCallback(str(prompts), max_new_tokens=8, batch_size=4, limit=5)
+    observed = fit(tmp_path / "with", model_dir, sft_dir, [callback])
+    plain = fit(tmp_path / "without", model_dir, sft_dir, [])
+    for (name, a), b in zip(observed.model.state_dict().items(), plain.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert observed.model.training  # back in train mode
+
+    results = callback.results
+    assert results["total"] == 5 and 0 <= results["correct"] <= 5
+    assert results["per_op"] == {20: {"accuracy": results["accuracy"], "correct": results["correct"], "total": 5}}
+    assert f"greedy accuracy on {prompts}: {100 * results['accuracy']:.1f}% ({results['correct']}/5)" in (
+        capsys.readouterr().out
+    )
+    (written,) = (tmp_path / "with").rglob("greedy_eval.json")
+    assert json.loads(written.read_text())["total"] == 5
+
+
+def test_greedy_completions_stop_after_the_answer_tag(model_dir):
+    module = SFTModule(str(model_dir))
+    module.configure_model()
+    questions = ["How many apples?", "A much longer question about the number of each school's classrooms?"]
+    first = _greedy(module.model.eval(), module.tokenizer, questions, max_new_tokens=12)
+    again = _greedy(module.model, module.tokenizer, questions[:1], max_new_tokens=12)
+    assert len(first) == 2 and first[0] == again[0]  # left padding: a prompt decodes the same alone or batched
+    assert all("</answer>" not in c[: -len("</answer>")] for c in first)

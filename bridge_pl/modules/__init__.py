@@ -7,7 +7,8 @@ data modules imports this package. YAML configs name the classes by these paths
 
 from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 from bridge_pl.modules.parallel import DecoderLayerPolicy
-from bridge_pl.modules.sft import LoraConfig, SFTModule, token_cross_entropy
+from bridge_pl.modules.policy import LoraConfig
+from bridge_pl.modules.sft import SFTModule, token_cross_entropy
 
 __all__ = [
     "DecoderLayerPolicy",

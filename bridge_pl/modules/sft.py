@@ -15,7 +15,6 @@ Logged (TensorBoard): ``train/loss``, ``train/ppl``, ``train/lr``, ``train/grad_
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,44 +22,16 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
-from lightning.pytorch.utilities import rank_zero_info
 
 from bridge_pl.data.collate import IGNORE_INDEX
-from bridge_pl.models.model_io import LORA_TARGET_MODULES, apply_lora, load_model, load_tokenizer, save_pretrained
+from bridge_pl.models.model_io import load_tokenizer
 from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 from bridge_pl.modules.parallel import fully_shard_decoder
+from bridge_pl.modules.policy import LoraConfig, load_policy, model_path_problems, save_hf_model, total_grad_norm
 
-__all__ = ["IGNORE_INDEX", "LoraConfig", "SFTModule", "token_cross_entropy"]
+__all__ = ["SFTModule", "token_cross_entropy"]
 
 KEY = "model.init_args"  # where the module's arguments live in a LightningCLI config
-
-
-@dataclass(frozen=True)
-class LoraConfig:
-    """LoRA adapters (only they train; the saved model has them merged)."""
-
-    r: int = 8
-    """Rank of the adapters."""
-    alpha: int = 16
-    """Scaling numerator: the update is scaled by alpha / r."""
-    dropout: float = 0.0
-    """Dropout on the adapter inputs."""
-    target_modules: tuple[str, ...] = LORA_TARGET_MODULES
-    """Linear layers that get adapters (default: every attention and MLP projection)."""
-
-    def problems(self, key: str) -> list[str]:
-        """Every invalid field, each naming its YAML key and the fix."""
-        issues = []
-        if self.r < 1:
-            issues.append(f"{key}.r={self.r}: the rank must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            issues.append(f"{key}.dropout={self.dropout}: must be in [0, 1)")
-        if not self.target_modules:
-            issues.append(f"{key}.target_modules is empty: name at least one linear layer (e.g. q_proj)")
-        return issues
-
-
-torch.serialization.add_safe_globals([LoraConfig])  # checkpoints hold it; resuming loads them with weights_only
 
 
 class SFTModule(L.LightningModule):
@@ -188,7 +159,7 @@ class SFTModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the total gradient norm before clipping (over all shards under FSDP)."""
-        self.log("train/grad_norm", self._grad_norm())
+        self.log("train/grad_norm", total_grad_norm(self))
 
     def configure_gradient_clipping(
         self,
@@ -234,65 +205,25 @@ class SFTModule(L.LightningModule):
 
         Every rank must call it (it may gather shards); only global rank 0 touches the disk.
         """
-        out = Path(out_dir)
-        if self._is_sharded():
-            state = self._full_state_dict()  # every rank takes part in the gather; rank 0 receives it
-            if self.trainer.is_global_zero:
-                self._save_from_state_dict(state, out)
-        elif self._trainer is None or self.trainer.is_global_zero:
-            save_pretrained(self.model, self.tokenizer, out)
-        if self._trainer is not None:
-            self.trainer.strategy.barrier("save_hf")
-        rank_zero_info(f"saved the Hugging Face model to {out}")
-        return out
+        return save_hf_model(self, out_dir, rebuild=lambda: self._load_base_model(gradient_checkpointing=False))
 
     def _hf_dir(self) -> str:
         # trainer.log_dir broadcasts from rank 0: every rank must ask, so the paths agree.
         return self.hf_output_dir or str(Path(self.trainer.log_dir or ".") / "hf_model")
 
-    def _is_sharded(self) -> bool:
-        return self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy | ModelParallelStrategy)
-
-    def _full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The unsharded weights of the HF model (keys without the ``model.`` attribute prefix), on CPU."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=self.device.type != "cpu")
-        # trainer.model is the FSDP wrapper of this LightningModule (FSDP1) or the module itself (FSDP2).
-        state = get_model_state_dict(self.trainer.model, options=options)
-        return {key.removeprefix("model."): value for key, value in state.items()}
-
-    def _save_from_state_dict(self, state: dict[str, torch.Tensor], out: Path) -> None:
-        # Rebuild an unsharded copy on CPU (same structure, LoRA included) so save_pretrained merges and names
-        # the weights exactly as for a single-device run.
-        model = self._load_base_model(gradient_checkpointing=False)
-        model.load_state_dict(state)
-        save_pretrained(model, self.tokenizer, out)
-
     # ----------------------------------------------------------------------------------- helpers
     def _load_base_model(self, gradient_checkpointing: bool) -> torch.nn.Module:
-        model = load_model(
+        return load_policy(
             self.model_path,
             dtype=self.dtype_name,
             attn_implementation=self.attn_implementation,
             gradient_checkpointing=gradient_checkpointing,
+            lora=self.lora,
         )
-        if self.lora is None:
-            return model
-        lora = self.lora
-        return apply_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
 
     def _loss_terms(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))
         return token_cross_entropy(logits, batch["labels"], batch.get("position_ids"))
-
-    def _grad_norm(self) -> torch.Tensor:
-        if isinstance(self.trainer.strategy, FSDPStrategy):
-            # FSDP1 holds gradient shards; its clip_grad_norm_ reduces over them (an infinite bound never clips).
-            return self.trainer.model.clip_grad_norm_(float("inf"))
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
-        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor over the shards
 
 
 def _is_right_padded(attention_mask: torch.Tensor) -> bool:
@@ -344,11 +275,6 @@ def _validate_args(
         issues += lora.problems(f"{KEY}.lora")
     if save_hf_every_n_steps is not None and save_hf_every_n_steps < 1:
         issues.append(f"{KEY}.save_hf_every_n_steps={save_hf_every_n_steps}: must be >= 1 (or null for no saves)")
-    path = Path(model_path).expanduser()
-    if not (path / "config.json").is_file():
-        issues.append(
-            f"{KEY}.model_path={model_path!r} is not a local Hugging Face model directory (no config.json): pass "
-            "the directory of a downloaded model, or write the tiny default with `bridge model init --out DIR`"
-        )
+    issues += model_path_problems(model_path, f"{KEY}.model_path")
     if issues:
         raise ValueError("invalid SFT configuration:\n  " + "\n  ".join(issues))

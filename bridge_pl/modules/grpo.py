@@ -1,0 +1,708 @@
+"""GRPO: reinforcement fine-tuning with group-relative advantages and an embedded rollout engine.
+
+One training step per batch of P prompts (paper_spec §D.3)::
+
+    _rollout      N completions per prompt from the engine (HF generate or in-process vLLM)
+    _score        strict-match reward of the first \\boxed{} (+ optional format bonus)
+    _advantages   (r - group mean) / (group std + 1e-6), or batch std, or none
+    _update       ppo_epochs x mini_batches optimizer steps of the clipped surrogate + beta * k3 KL
+
+Manual optimization: every mini-batch is one optimizer step (``trainer.global_step`` counts those), and
+after each the engine is marked stale, so the next generation pushes the new weights first. Runs on one
+device and under `ModelParallelStrategy` (FSDP2, ``configs/trainer/fsdp2.yaml``); Lightning's FSDPStrategy
+and DDP do not support several backward passes per step (DESIGN §4.6) and are refused with that advice.
+
+Logged (TensorBoard, names as in TRL/verl): ``train/reward``, ``train/reward_std``, ``train/rewards/<name>``,
+``train/frac_reward_zero_std``, ``train/rollout_accuracy``, ``train/completions/{mean,min,max}_length``,
+``train/completions/mean_terminated_length``, ``train/completions/clipped_ratio``, ``train/kl``,
+``train/entropy``, ``train/ppl``, ``train/clip_ratio/{low_mean,high_mean,region_mean}``,
+``train/policy_loss``, ``train/loss``, ``train/grad_norm``, ``train/lr``, ``train/sampling/logp_difference``
+(when the engine returns log-probs), ``timing/{rollout,update,step}_s``, ``perf/tokens_per_sec``,
+``perf/rollout_tokens_per_sec``; validation ``val/accuracy``, ``val/accuracy_op_<n>``,
+``val/completion_length`` (greedy, format bonus 0, as the paper validates).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.utilities import rank_zero_info
+
+from bridge_pl.data.collate import pad_left, pad_right
+from bridge_pl.models.model_io import load_model, load_tokenizer
+from bridge_pl.modules.advantages import AdvantageScale, group_advantages, zero_std_groups
+from bridge_pl.modules.losses import (
+    Aggregation,
+    aggregate,
+    clipped_surrogate,
+    k3_kl,
+    sequence_kl_mask,
+    token_entropy,
+    token_logprobs,
+)
+from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
+from bridge_pl.modules.parallel import fully_shard_decoder
+from bridge_pl.modules.policy import LoraConfig, load_policy, model_path_problems, save_hf_model, total_grad_norm
+from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig
+from bridge_pl.rollout.hf import HFEngine
+from bridge_pl.task.verify import format_ok, strict_match_reward
+
+__all__ = ["GRPOLossConfig", "GRPOModule", "RolloutConfig", "RolloutRecord", "UpdateConfig"]
+
+KEY = "model.init_args"
+PAPER_OPTIMIZER = OptimizerConfig(lr=1e-6, betas=(0.9, 0.999), weight_decay=0.01)  # paper_spec §D.3
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How rollouts are drawn and which of them carry loss (the paper: N=32, temperature 1, 2560 tokens)."""
+
+    num_generations: int = 8
+    """Completions per prompt (N, the group size)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (the training log-probs use the same one)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1: off)."""
+    top_k: int = 0
+    """Top-k sampling (0: off)."""
+    max_new_tokens: int = 1024
+    """Longest completion (the paper: 2560)."""
+    stop: tuple[str, ...] = ("</answer>",)
+    """Strings that end a completion (kept); the tokenizer's eos always ends one."""
+    format_reward_scale: float = 0.0
+    """Bonus for a well-formed <think>...</think><answer>...</answer> completion (the paper: 0.05 for Llama-1B)."""
+    mask_truncated: bool = False
+    """Completions cut at max_new_tokens get no loss (DAPO's overlong filtering)."""
+    filter_zero_std: bool = False
+    """Leave groups with identical rewards out of the loss and its normalisation (DAPO's dynamic-sampling filter,
+    without refilling the batch)."""
+    val_max_new_tokens: int | None = None
+    """Longest greedy completion in validation/test (default: max_new_tokens)."""
+
+    def sampling(self) -> SamplingConfig:
+        """The rollouts' sampling settings."""
+        return SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens, tuple(self.stop))
+
+    def greedy(self) -> SamplingConfig:
+        """The greedy settings of validation and test."""
+        return SamplingConfig(0.0, 1.0, 0, self.val_max_new_tokens or self.max_new_tokens, tuple(self.stop))
+
+    def problems(self, key: str) -> list[str]:
+        """Every invalid field, each naming its YAML key and the fix."""
+        issues = self.sampling().problems(key)
+        if self.num_generations < 2:
+            issues.append(f"{key}.num_generations={self.num_generations}: GRPO needs >= 2 rollouts per prompt")
+        if self.format_reward_scale < 0:
+            issues.append(f"{key}.format_reward_scale={self.format_reward_scale}: must be >= 0")
+        if self.val_max_new_tokens is not None and self.val_max_new_tokens < 1:
+            issues.append(f"{key}.val_max_new_tokens={self.val_max_new_tokens}: must be >= 1 (or null)")
+        return issues
+
+
+@dataclass(frozen=True)
+class GRPOLossConfig:
+    """The policy objective (the paper: grpo aggregation, group std, clip 0.2, k3 KL with beta 0.001)."""
+
+    aggregation: Aggregation = "grpo"
+    """"grpo": mean of per-sequence token means (the paper); "dapo": token sum / tokens; "dr_grpo": token sum /
+    (sequences x max_new_tokens)."""
+    advantage_scale: AdvantageScale = "group"
+    """Divide centred rewards by the group's unbiased std ("group"), the batch's ("batch") or nothing ("none")."""
+    epsilon_low: float = 0.2
+    """Clip range below 1 of the probability ratio."""
+    epsilon_high: float = 0.2
+    """Clip range above 1 (DAPO's clip-higher: 0.28)."""
+    kl_coef: float = 0.001
+    """Weight of the k3 KL to the reference model (0: no reference model is loaded)."""
+    kl_clamp: float | None = 10.0
+    """Clamp of the per-token k3 value (verl's low_var_kl: 10)."""
+    kl_mask_threshold: float | None = None
+    """Sequences whose mean KL reaches this get no loss (the paper's Llama-1B: 0.15)."""
+
+    def problems(self, key: str) -> list[str]:
+        """Every invalid field, each naming its YAML key and the fix."""
+        issues = []
+        if not 0 <= self.epsilon_low < 1:
+            issues.append(f"{key}.epsilon_low={self.epsilon_low}: must be in [0, 1)")
+        if self.epsilon_high < 0:
+            issues.append(f"{key}.epsilon_high={self.epsilon_high}: must be >= 0")
+        if self.kl_coef < 0:
+            issues.append(f"{key}.kl_coef={self.kl_coef}: must be >= 0 (0 turns the KL term off)")
+        if self.kl_mask_threshold is not None and self.kl_mask_threshold <= 0:
+            issues.append(f"{key}.kl_mask_threshold={self.kl_mask_threshold}: must be > 0 (or null)")
+        if self.kl_mask_threshold is not None and self.kl_coef == 0:
+            issues.append(f"{key}.kl_mask_threshold needs a reference model: set {key}.kl_coef > 0")
+        return issues
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How one rollout batch becomes optimizer steps (the paper: one step per batch, fully on-policy)."""
+
+    ppo_epochs: int = 1
+    """Passes over each rollout batch (mu)."""
+    mini_batches: int = 1
+    """Optimizer steps per pass; the rollout batch is shuffled and cut into this many parts."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward (gradient accumulation inside a mini-batch; memory only)."""
+    max_grad_norm: float | None = 1.0
+    """Clip the total gradient norm before each step (the paper: 1.0; Llama-1B: 0.2); null: no clipping."""
+
+    def problems(self, key: str) -> list[str]:
+        """Every invalid field, each naming its YAML key and the fix."""
+        issues = [
+            f"{key}.{name}={value}: must be >= 1"
+            for name, value in (
+                ("ppo_epochs", self.ppo_epochs),
+                ("mini_batches", self.mini_batches),
+                ("micro_batch_size", self.micro_batch_size),
+            )
+            if value < 1
+        ]
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            issues.append(f"{key}.max_grad_norm={self.max_grad_norm}: must be > 0 (or null for no clipping)")
+        return issues
+
+
+torch.serialization.add_safe_globals([RolloutConfig, GRPOLossConfig, UpdateConfig, PAPER_OPTIMIZER.__class__])
+
+
+@dataclass
+class RolloutRecord:
+    """What one training step sampled and scored, for callbacks (`GRPOModule.last_rollout`); tensors on CPU."""
+
+    step: int
+    """Rollout step (0-based) that produced it."""
+    prompts: list[str]
+    """The P prompt texts."""
+    ground_truth: list[str]
+    """Expected answer of each prompt."""
+    num_ops: list[int]
+    """Operation count of each problem (-1 when unknown)."""
+    completions: list[list[str]]
+    """P lists of N completion texts."""
+    rewards: torch.Tensor
+    """(P, N) total rewards."""
+    correct: torch.Tensor
+    """(P, N) strict match (the outcome, without format bonus)."""
+    advantages: torch.Tensor
+    """(P, N) advantages."""
+    lengths: torch.Tensor
+    """(P, N) completion lengths in tokens."""
+    truncated: torch.Tensor
+    """(P, N) completions cut at max_new_tokens."""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rollout_accuracy(self) -> torch.Tensor:
+        """(P,) alpha: the share of correct rollouts of each prompt."""
+        return self.correct.float().mean(1)
+
+
+@dataclass
+class _Sequences:
+    """One rollout batch as tensors on the device: B = P x N rows."""
+
+    prompt_ids: torch.Tensor  # (B, Tp) left-padded
+    prompt_mask: torch.Tensor  # (B, Tp)
+    completion_ids: torch.Tensor  # (B, C) right-padded
+    completion_mask: torch.Tensor  # (B, C) float, 1 on completion tokens
+    advantages: torch.Tensor  # (B,)
+    weights: torch.Tensor  # (B,) 1 for rows that carry loss, 0 for filtered ones
+    sampling_logprobs: torch.Tensor | None = None  # (B, C) from the engine
+    old_logprobs: torch.Tensor | None = None  # (B, C)
+    ref_logprobs: torch.Tensor | None = None  # (B, C)
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+
+class GRPOModule(L.LightningModule):
+    """GRPO on iGSM prompts with rollouts from an embedded engine; the policy is saved as a Hugging Face directory.
+
+    Takes batches from `bridge_pl.data.datamodules.PromptPoolDataModule` (left-padded prompts with their
+    ground truth). ``trainer.max_steps`` counts optimizer steps: ppo_epochs x mini_batches per batch.
+
+    Args:
+        model_path: Local Hugging Face directory of the starting policy (an SFT checkpoint's ``hf_model``).
+        ref_model_path: Reference model for the KL term (default: model_path; with LoRA the base model with
+            adapters disabled, so no second copy is loaded).
+        dtype: Dtype of the policy's master weights (float32 with ``trainer.precision: bf16-mixed`` on GPUs).
+        attn_implementation: Attention kernel ("sdpa" or "eager"); None lets transformers choose.
+        gradient_checkpointing: Recompute activations in the backward pass.
+        lora: Train LoRA adapters instead of all weights (None: full fine-tuning, as in the paper).
+        engine: The rollout engine (default `HFEngine`); `bridge_pl.rollout.VLLMEngine` on GPUs.
+        rollout: Group size, sampling, reward bonus and which rollouts carry loss.
+        loss: Aggregation, advantage scaling, clipping and KL.
+        update: Epochs, mini-batches, micro-batch size and gradient clipping per rollout batch.
+        optimizer: AdamW (the paper's RL values by default: lr 1e-6, betas (0.9, 0.999), weight decay 0.01).
+        scheduler: Learning-rate schedule per optimizer step (default constant).
+        sampling_seed: Seed of the rollouts' sampling and of the mini-batch shuffles.
+        save_hf_every_n_steps: Also write the policy to ``<hf_output_dir>/step_<n>`` every n optimizer steps.
+        hf_output_dir: Where the final policy is written (default: ``<log dir>/hf_model``).
+
+    Example:
+        ``bridge fit --config configs/grpo/tiny.yaml --model.init_args.rollout.num_generations 16``
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        ref_model_path: str | None = None,
+        dtype: Literal["float32", "bfloat16"] = "float32",
+        attn_implementation: Literal["sdpa", "eager"] | None = "sdpa",
+        gradient_checkpointing: bool = False,
+        lora: LoraConfig | None = None,
+        engine: RolloutEngine | None = None,
+        rollout: RolloutConfig = RolloutConfig(),  # noqa: B008 (frozen dataclasses: shared defaults are safe)
+        loss: GRPOLossConfig = GRPOLossConfig(),  # noqa: B008
+        update: UpdateConfig = UpdateConfig(),  # noqa: B008
+        optimizer: OptimizerConfig = PAPER_OPTIMIZER,
+        scheduler: SchedulerConfig = SchedulerConfig(),  # noqa: B008
+        sampling_seed: int = 0,
+        save_hf_every_n_steps: int | None = None,
+        hf_output_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        _validate_args(
+            model_path, ref_model_path, lora, rollout, loss, update, optimizer, scheduler, save_hf_every_n_steps
+        )
+        self.save_hyperparameters(ignore=["engine"])
+        self.automatic_optimization = False
+        self.model_path, self.ref_model_path = model_path, ref_model_path
+        self.dtype_name, self.attn_implementation = dtype, attn_implementation
+        self.gradient_checkpointing, self.lora = gradient_checkpointing, lora
+        self.engine = engine if engine is not None else HFEngine()
+        self.rollout, self.loss, self.update = rollout, loss, update
+        self.optimizer_config, self.scheduler_config = optimizer, scheduler
+        self.sampling_seed = sampling_seed
+        self.save_hf_every_n_steps, self.hf_output_dir = save_hf_every_n_steps, hf_output_dir
+        self.model: torch.nn.Module | None = None  # built in configure_model, where FSDP2 can shard it
+        self.ref_model: torch.nn.Module | None = None
+        self.tokenizer = None
+        self.rollout_step = 0  # rollout batches done (saved in checkpoints)
+        self.last_rollout: RolloutRecord | None = None
+        self._eval_rows: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------------------------------- model
+    def configure_model(self) -> None:
+        """Load the policy (and the reference model when the KL term needs one); once per process."""
+        if self.model is not None:
+            return
+        _check_strategy(self._trainer)
+        model = self._load_policy(self.gradient_checkpointing)
+        ref = None
+        if self.loss.kl_coef > 0 and not (self.lora is not None and self.ref_model_path is None):
+            # Left in train mode (Lightning warns about eval-mode submodules) and put in eval mode where it is used.
+            ref = load_model(self.ref_model_path or self.model_path, dtype=self.dtype_name,
+                             attn_implementation=self.attn_implementation).requires_grad_(False)  # fmt: skip
+        if self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy):
+            mesh = self.device_mesh["data_parallel"]
+            fully_shard_decoder(model, mesh)
+            if ref is not None:
+                fully_shard_decoder(ref, mesh)
+        self.model, self.ref_model = model.train(), ref
+        self.tokenizer = load_tokenizer(self.model_path)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over the policy's trainable parameters and a per-optimizer-step schedule."""
+        optimizer = build_optimizer(self.model.parameters(), self.optimizer_config)
+        scheduler = build_scheduler(optimizer, self.scheduler_config, self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------------ engine
+    def sample(
+        self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig, seed: int
+    ) -> list[list[Completion]]:
+        """`n` completions of each prompt from the rollout engine, with the policy's current weights."""
+        if not self.engine._bound:
+            self.engine.bind(self.model, self.tokenizer, self.model_path)
+            self.engine.mark_stale()  # the policy may hold resumed weights that the engine has not seen
+        return self.engine.generate(prompt_ids, n, sampling, policy=self.model, seed=seed)
+
+    def on_fit_start(self) -> None:
+        if self.engine._bound:
+            self.engine.mark_stale()  # a resumed run: push the restored weights before the first rollout
+
+    # ---------------------------------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Rollout, score, advantages, then ppo_epochs x mini_batches optimizer steps."""
+        start = time.perf_counter()
+        prompt_ids = _unpadded(batch["input_ids"], batch["attention_mask"])
+        groups = self.sample(prompt_ids, self.rollout.num_generations, self.rollout.sampling(), self._rollout_seed())
+        rolled = time.perf_counter()
+        rewards, correct = self._score(groups, batch["ground_truth"])
+        advantages, weights = self._advantages(rewards, groups)
+        sequences = self._sequences(prompt_ids, groups, advantages, weights)
+        update_stats = self._update(sequences)
+        done = time.perf_counter()
+        self.last_rollout = self._record(batch, groups, rewards, correct, advantages)
+        self._log_step(sequences, rewards, correct, groups, update_stats, (start, rolled, done))
+        self.rollout_step += 1
+        every = self.save_hf_every_n_steps
+        if every and self.trainer.global_step % every == 0:
+            self.save_hf(Path(self._hf_dir()) / f"step_{self.trainer.global_step}")
+
+    def _rollout_seed(self) -> int:
+        """The sampling seed of this rank's current rollout step (distinct per seed, rank and step)."""
+        return hash((self.sampling_seed, self.global_rank, self.rollout_step)) % (2**31)
+
+    def _score(self, groups: list[list[Completion]], truths: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, N) rewards (strict match + format bonus) and (P, N) strict-match outcomes."""
+        scale = self.rollout.format_reward_scale
+        correct = torch.tensor(
+            [[strict_match_reward(c.text, t) for c in g] for g, t in zip(groups, truths, strict=True)]
+        )
+        if not scale:
+            return correct.clone(), correct.bool()
+        bonus = torch.tensor([[scale * format_ok(c.text) for c in g] for g in groups])
+        return correct + bonus, correct.bool()
+
+    def _advantages(self, rewards: torch.Tensor, groups: list[list[Completion]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, N) advantages and (P, N) loss weights (0 for filtered groups and, if asked, truncated rollouts)."""
+        advantages = group_advantages(rewards, self.loss.advantage_scale)
+        weights = torch.ones_like(rewards)
+        if self.rollout.filter_zero_std:
+            weights[zero_std_groups(rewards)] = 0.0
+        if self.rollout.mask_truncated:
+            truncated = torch.tensor([[c.finish_reason == "length" for c in g] for g in groups])
+            weights[truncated] = 0.0
+        return advantages, weights
+
+    def _sequences(
+        self,
+        prompt_ids: list[list[int]],
+        groups: list[list[Completion]],
+        advantages: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> _Sequences:
+        """The rollout batch as padded tensors on the device (prompt i's N rows are consecutive)."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        n = self.rollout.num_generations
+        prompts = [ids for ids in prompt_ids for _ in range(n)]
+        completions = [c for g in groups for c in g]
+        comp_ids = [c.token_ids or [pad] for c in completions]  # an empty completion still needs one column
+        device = self.device
+        seqs = _Sequences(
+            prompt_ids=pad_left(prompts, pad).to(device),
+            prompt_mask=pad_left([[1] * len(p) for p in prompts], 0).to(device),
+            completion_ids=pad_right(comp_ids, pad).to(device),
+            completion_mask=pad_right([[1] * len(c.token_ids) for c in completions], 0).to(device).float(),
+            advantages=advantages.flatten().to(device),
+            weights=weights.flatten().to(device),
+        )
+        if all(c.logprobs is not None for c in completions):
+            seqs.sampling_logprobs = torch.nn.utils.rnn.pad_sequence(
+                [torch.tensor(c.logprobs or [0.0], dtype=torch.float32) for c in completions], batch_first=True
+            ).to(device)  # (B, C)
+        return seqs
+
+    # ------------------------------------------------------------------------------------------ update
+    def _update(self, seqs: _Sequences) -> dict[str, torch.Tensor]:
+        """ppo_epochs x mini_batches optimizer steps on one rollout batch; returns token-mean statistics."""
+        on_policy = self.update.ppo_epochs == 1 and self.update.mini_batches == 1
+        if not on_policy:  # the ratio needs the sampling policy's log-probs; one pass has them for free
+            seqs.old_logprobs = self._logprobs_no_grad(self.model, seqs)
+        if self.loss.kl_coef > 0:
+            seqs.ref_logprobs = self._reference_logprobs(seqs)
+        generator = torch.Generator().manual_seed(hash((self.sampling_seed, self.rollout_step, 1)) % (2**31))
+        sums: dict[str, torch.Tensor] = {}
+        for _ in range(self.update.ppo_epochs):
+            order = torch.randperm(len(seqs), generator=generator)
+            for rows in order.chunk(self.update.mini_batches):
+                for key, value in self._optimizer_step(seqs, rows.to(self.device)).items():
+                    sums[key] = sums.get(key, 0) + value
+        steps = self.update.ppo_epochs * self.update.mini_batches
+        return {key: value / steps for key, value in sums.items()}
+
+    def _optimizer_step(self, seqs: _Sequences, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One mini-batch: accumulate micro-batch gradients, clip, step; the statistics of the mini-batch."""
+        optimizer = self.optimizers()
+        mask = seqs.completion_mask[rows] * seqs.weights[rows, None]  # (b, C)
+        counts = self._global_counts(mask)
+        stats: dict[str, torch.Tensor] = {}
+        order = rows[torch.argsort(seqs.completion_mask[rows].sum(1), descending=True)]  # similar lengths together
+        for micro in order.split(self.update.micro_batch_size):
+            loss, micro_stats = self._micro_batch_loss(seqs, micro, counts)
+            self.manual_backward(loss)
+            for key, value in micro_stats.items():
+                stats[key] = stats.get(key, 0) + value
+        grad_norm = total_grad_norm(self).detach()  # before clipping
+        if self.update.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.update.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.lr_schedulers().step()
+        self.engine.mark_stale()
+        tokens = stats.pop("tokens").clamp(min=1)
+        loss = stats.pop("loss")
+        return {"loss": loss, "grad_norm": grad_norm} | {key: value / tokens for key, value in stats.items()}
+
+    def _micro_batch_loss(
+        self, seqs: _Sequences, rows: torch.Tensor, counts: tuple[float, float]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The micro-batch's share of the mini-batch loss, and token sums of its statistics."""
+        logprobs, entropy, width = self._forward(self.model, seqs, rows)  # (b, w)
+        mask = seqs.completion_mask[rows, :width] * seqs.weights[rows, None]  # (b, w)
+        old = logprobs.detach() if seqs.old_logprobs is None else seqs.old_logprobs[rows, :width]
+        per_token, clip = clipped_surrogate(
+            logprobs, old, seqs.advantages[rows], mask, self.loss.epsilon_low, self.loss.epsilon_high
+        )
+        stats = {"policy_loss": (per_token * mask).sum().detach()}
+        if seqs.ref_logprobs is not None:
+            kl = k3_kl(logprobs, seqs.ref_logprobs[rows, :width], self.loss.kl_clamp)  # (b, w)
+            if self.loss.kl_mask_threshold is not None:
+                mask = mask * sequence_kl_mask(kl.detach(), mask, self.loss.kl_mask_threshold)[:, None]
+            per_token = per_token + self.loss.kl_coef * kl
+            stats["kl"] = (kl.detach() * seqs.completion_mask[rows, :width]).sum()
+        num_sequences, num_tokens = counts
+        loss = aggregate(per_token, mask, self.loss.aggregation, num_sequences=num_sequences,
+                         num_tokens=num_tokens, max_completion_length=self.rollout.max_new_tokens)  # fmt: skip
+        real = seqs.completion_mask[rows, :width]
+        tokens = real.sum()
+        stats |= {
+            "loss": loss.detach(),
+            "entropy": (entropy * real).sum(),
+            "neg_logprob": -(logprobs.detach() * real).sum(),
+            "clip_low": clip.low * tokens,
+            "clip_high": clip.high * tokens,
+            "tokens": tokens,
+        }
+        if seqs.sampling_logprobs is not None:
+            gap = (logprobs.detach() - seqs.sampling_logprobs[rows, :width]).abs()
+            stats["logp_difference"] = (gap * real).sum()
+        return loss, stats
+
+    def _forward(self, model: torch.nn.Module, seqs: _Sequences, rows: torch.Tensor):
+        """Completion-token log-probs (b, w) and entropies (b, w, no grad) of `rows`, trimmed to their widths."""
+        prompt_mask, completion_mask = seqs.prompt_mask[rows], seqs.completion_mask[rows].long()
+        keep_prompt = int(prompt_mask.sum(1).max())
+        width = max(int(completion_mask.sum(1).max()), 1)
+        input_ids = torch.cat([seqs.prompt_ids[rows, -keep_prompt:], seqs.completion_ids[rows, :width]], dim=1)
+        attention_mask = torch.cat([prompt_mask[:, -keep_prompt:], completion_mask[:, :width]], dim=1)
+        position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded prompts
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=width + 1
+        ).logits[:, :-1]  # (b, w, V): position t predicts completion token t
+        temperature = self.rollout.temperature
+        logprobs = token_logprobs(logits, seqs.completion_ids[rows, :width], temperature)
+        with torch.no_grad():
+            entropy = token_entropy(logits.detach(), temperature)
+        return logprobs, entropy, width
+
+    @torch.no_grad()
+    def _logprobs_no_grad(self, model: torch.nn.Module, seqs: _Sequences) -> torch.Tensor:
+        """(B, C) log-probs of every completion token under `model`, in micro-batches."""
+        out = torch.zeros_like(seqs.completion_mask)
+        for rows in torch.arange(len(seqs), device=self.device).split(self.update.micro_batch_size):
+            logprobs, _, width = self._forward(model, seqs, rows)
+            out[rows, :width] = logprobs
+        return out
+
+    def _reference_logprobs(self, seqs: _Sequences) -> torch.Tensor:
+        if self.ref_model is not None:
+            self.ref_model.eval()  # Lightning's train() reaches it too; the reference never uses dropout
+            return self._logprobs_no_grad(self.ref_model, seqs)
+        with self.model.disable_adapter():  # LoRA: the base model is the reference
+            return self._logprobs_no_grad(self.model, seqs)
+
+    def _global_counts(self, mask: torch.Tensor) -> tuple[float, float]:
+        """(sequences, tokens) carrying loss in this mini-batch, averaged over data-parallel ranks.
+
+        Gradients are averaged over ranks, so dividing by the mean count makes the result the global mean.
+        """
+        counts = torch.stack([(mask.sum(1) > 0).sum().float(), mask.sum()])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(counts)
+            counts = counts / dist.get_world_size()
+        return float(counts[0]), float(counts[1])
+
+    # -------------------------------------------------------------------------------------- logging
+    def _record(self, batch, groups, rewards, correct, advantages) -> RolloutRecord:
+        return RolloutRecord(
+            step=self.rollout_step,
+            prompts=list(batch["prompts"]),
+            ground_truth=list(batch["ground_truth"]),
+            num_ops=list(batch["num_ops"]),
+            completions=[[c.text for c in g] for g in groups],
+            rewards=rewards,
+            correct=correct,
+            advantages=advantages,
+            lengths=torch.tensor([[len(c.token_ids) for c in g] for g in groups]),
+            truncated=torch.tensor([[c.finish_reason == "length" for c in g] for g in groups]),
+        )
+
+    def _log_step(self, seqs, rewards, correct, groups, stats, times) -> None:
+        start, rolled, done = times
+        lengths = seqs.completion_mask.sum(1)
+        truncated = torch.tensor([c.finish_reason == "length" for g in groups for c in g], device=lengths.device)
+        terminated = lengths[~truncated]
+        tokens = float(lengths.sum() + seqs.prompt_mask.sum())
+        metrics = {
+            "train/reward": rewards.mean(),
+            "train/reward_std": rewards.std(dim=1).mean(),
+            "train/rewards/strict_match": correct.float().mean(),
+            "train/frac_reward_zero_std": zero_std_groups(rewards).float().mean(),
+            "train/rollout_accuracy": correct.float().mean(),
+            "train/completions/mean_length": lengths.mean(),
+            "train/completions/min_length": lengths.min(),
+            "train/completions/max_length": lengths.max(),
+            "train/completions/mean_terminated_length": terminated.mean() if len(terminated) else lengths.new_zeros(()),
+            "train/completions/clipped_ratio": truncated.float().mean(),
+            "train/policy_loss": stats["policy_loss"],
+            "train/loss": stats["loss"],
+            "train/entropy": stats["entropy"],
+            "train/ppl": torch.exp(stats["neg_logprob"]),
+            "train/clip_ratio/low_mean": stats["clip_low"],
+            "train/clip_ratio/high_mean": stats["clip_high"],
+            "train/clip_ratio/region_mean": stats["clip_low"] + stats["clip_high"],
+            "train/grad_norm": stats["grad_norm"],
+            "train/lr": self.optimizers().optimizer.param_groups[0]["lr"],
+            "timing/rollout_s": rolled - start,
+            "timing/update_s": done - rolled,
+            "timing/step_s": done - start,
+            "perf/tokens_per_sec": tokens / max(done - start, 1e-9),
+            "perf/rollout_tokens_per_sec": float(lengths.sum()) / max(rolled - start, 1e-9),
+        }
+        if self.rollout.format_reward_scale:
+            metrics["train/rewards/format"] = (rewards - correct.float()).mean() / self.rollout.format_reward_scale
+        if "kl" in stats:
+            metrics["train/kl"] = stats["kl"]
+        if "logp_difference" in stats:
+            metrics["train/sampling/logp_difference"] = stats["logp_difference"]
+        metrics = {k: (v.float() if torch.is_tensor(v) else torch.tensor(float(v))) for k, v in metrics.items()}
+        self.log_dict(metrics, prog_bar=False, batch_size=len(groups), sync_dist=True)
+        self.log("reward", metrics["train/reward"], prog_bar=True, logger=False, batch_size=len(groups))
+
+    # ------------------------------------------------------------------------------ validation / test
+    def on_validation_epoch_start(self) -> None:
+        self._eval_rows = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Greedy completions of the validation prompts, scored by strict match (no format bonus)."""
+        self._eval_rows += self._greedy_rows(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_rows = []
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Greedy completions of the test prompts, scored by strict match (paper_spec §D.4)."""
+        self._eval_rows += self._greedy_rows(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def _greedy_rows(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        prompt_ids = _unpadded(batch["input_ids"], batch["attention_mask"])
+        groups = self.sample(prompt_ids, 1, self.rollout.greedy(), seed=0)
+        return [
+            {
+                "index": index,
+                "num_ops": ops,
+                "correct": strict_match_reward(g[0].text, truth),
+                "length": len(g[0].token_ids),
+            }
+            for index, ops, truth, g in zip(
+                batch["index"], batch["num_ops"], batch["ground_truth"], groups, strict=True
+            )
+        ]
+
+    def _log_eval(self, split: str) -> None:
+        """Accuracy over every rank's rows (each prompt once: a distributed sampler may repeat a few)."""
+        rows = self._eval_rows
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, rows)
+            rows = list({row["index"]: row for part in parts for row in part}.values())
+        if not rows:
+            return
+        metrics = {f"{split}/accuracy": sum(r["correct"] for r in rows) / len(rows)}
+        metrics[f"{split}/completion_length"] = sum(r["length"] for r in rows) / len(rows)
+        for op in sorted({r["num_ops"] for r in rows}):
+            chosen = [r["correct"] for r in rows if r["num_ops"] == op]
+            metrics[f"{split}/accuracy_op_{op}"] = sum(chosen) / len(chosen)
+        if split == "test":
+            self.log_dict({k: torch.tensor(v) for k, v in metrics.items()}, batch_size=len(rows), rank_zero_only=True)
+            return
+        # Validation is written at the number of rollout batches done, so the value before training (Lightning's
+        # sanity pass with trainer.num_sanity_val_steps -1, whose own logging is dropped) is step 0 and the one
+        # after the k-th batch is step k. self.log_dict makes them visible to callbacks (checkpoint monitors).
+        if self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                logger.log_metrics(metrics, step=self.rollout_step)
+        if self.trainer.sanity_checking:
+            rank_zero_info(f"{split} accuracy before training: {100 * metrics[f'{split}/accuracy']:.1f}%")
+            return
+        self.log_dict({k: torch.tensor(v) for k, v in metrics.items()}, batch_size=len(rows), logger=False)
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["grpo"] = {"rollout_step": self.rollout_step}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.rollout_step = checkpoint.get("grpo", {}).get("rollout_step", 0)
+        if self.engine._bound:
+            self.engine.mark_stale()
+
+    def on_train_end(self) -> None:
+        """Write the final policy as a Hugging Face directory."""
+        self.save_hf(self._hf_dir())
+
+    def save_hf(self, out_dir: str | Path) -> Path:
+        """Write the policy (LoRA merged) and tokenizer to `out_dir`; collective under FSDP2, rank 0 writes."""
+        return save_hf_model(self, out_dir, rebuild=lambda: self._load_policy(gradient_checkpointing=False))
+
+    def _hf_dir(self) -> str:
+        return self.hf_output_dir or str(Path(self.trainer.log_dir or ".") / "hf_model")
+
+    def _load_policy(self, gradient_checkpointing: bool) -> torch.nn.Module:
+        return load_policy(
+            self.model_path,
+            dtype=self.dtype_name,
+            attn_implementation=self.attn_implementation,
+            gradient_checkpointing=gradient_checkpointing,
+            lora=self.lora,
+        )
+
+
+def _unpadded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
+    """The real tokens of each row of a padded batch."""
+    return [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
+
+
+def _check_strategy(trainer: L.Trainer | None) -> None:
+    """Refuse strategies under which several backward passes per step break (FSDP1, DDP)."""
+    if trainer is None:
+        return
+    strategy = trainer.strategy
+    if isinstance(strategy, FSDPStrategy) or (isinstance(strategy, DDPStrategy) and trainer.world_size > 1):
+        raise ValueError(
+            f"trainer.strategy={type(strategy).__name__}: GRPO takes several optimizer steps per batch (manual "
+            "optimization), which Lightning supports under ModelParallelStrategy (FSDP2) only; use "
+            "--config configs/trainer/fsdp2.yaml for several devices, or one device"
+        )
+
+
+def _validate_args(model_path, ref_model_path, lora, rollout, loss, update, optimizer, scheduler, save_every) -> None:
+    """Raise one ValueError listing every invalid argument by its YAML key, before any model is loaded."""
+    issues = model_path_problems(model_path, f"{KEY}.model_path")
+    if ref_model_path is not None:
+        issues += model_path_problems(ref_model_path, f"{KEY}.ref_model_path")
+    if lora is not None:
+        issues += lora.problems(f"{KEY}.lora")
+    issues += rollout.problems(f"{KEY}.rollout") + loss.problems(f"{KEY}.loss") + update.problems(f"{KEY}.update")
+    issues += optimizer.problems(f"{KEY}.optimizer") + scheduler.problems(f"{KEY}.scheduler")
+    if save_every is not None and save_every < 1:
+        issues.append(f"{KEY}.save_hf_every_n_steps={save_every}: must be >= 1 (or null for no saves)")
+    if issues:
+        raise ValueError("invalid GRPO configuration:\n  " + "\n  ".join(issues))

@@ -1,0 +1,143 @@
+"""What the training recipes share about the model they train: loading (LoRA), sharding, export, gradient norm.
+
+`SFTModule` and `GRPOModule` both hold the Hugging Face model as ``self.model`` and its tokenizer as
+``self.tokenizer``; these functions take the LightningModule and work under one device, DDP, FSDP1
+(`FSDPStrategy`) and FSDP2 (`ModelParallelStrategy`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.utilities import rank_zero_info
+
+from bridge_pl.models.model_io import LORA_TARGET_MODULES, apply_lora, load_model, save_pretrained
+
+__all__ = [
+    "LoraConfig",
+    "full_state_dict",
+    "is_sharded",
+    "load_policy",
+    "model_path_problems",
+    "save_hf_model",
+    "total_grad_norm",
+]
+
+MODEL_ATTRIBUTE = "model"  # the LightningModule attribute holding the Hugging Face model
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters (only they train; the saved model has them merged)."""
+
+    r: int = 8
+    """Rank of the adapters."""
+    alpha: int = 16
+    """Scaling numerator: the update is scaled by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on the adapter inputs."""
+    target_modules: tuple[str, ...] = LORA_TARGET_MODULES
+    """Linear layers that get adapters (default: every attention and MLP projection)."""
+
+    def problems(self, key: str) -> list[str]:
+        """Every invalid field, each naming its YAML key and the fix."""
+        issues = []
+        if self.r < 1:
+            issues.append(f"{key}.r={self.r}: the rank must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            issues.append(f"{key}.dropout={self.dropout}: must be in [0, 1)")
+        if not self.target_modules:
+            issues.append(f"{key}.target_modules is empty: name at least one linear layer (e.g. q_proj)")
+        return issues
+
+
+torch.serialization.add_safe_globals([LoraConfig])  # checkpoints hold it; resuming loads them with weights_only
+
+
+def model_path_problems(model_path: str, key: str) -> list[str]:
+    """[] when `model_path` is a local Hugging Face model directory, else the error naming `key` and the fix."""
+    if (Path(model_path).expanduser() / "config.json").is_file():
+        return []
+    return [
+        f"{key}={model_path!r} is not a local Hugging Face model directory (no config.json): pass the directory "
+        "of a downloaded or fine-tuned model, or write the tiny default with `bridge model init --out DIR`"
+    ]
+
+
+def load_policy(
+    model_path: str,
+    *,
+    dtype: str = "float32",
+    attn_implementation: str | None = "sdpa",
+    gradient_checkpointing: bool = False,
+    lora: LoraConfig | None = None,
+) -> torch.nn.Module:
+    """The model of `model_path` in train mode, with LoRA adapters when `lora` is given."""
+    model = load_model(
+        model_path, dtype=dtype, attn_implementation=attn_implementation, gradient_checkpointing=gradient_checkpointing
+    )
+    if lora is None:
+        return model
+    return apply_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
+
+
+def is_sharded(pl_module: L.LightningModule) -> bool:
+    """Whether the module trains under FSDP1 or FSDP2 (its parameters are shards)."""
+    trainer = pl_module._trainer
+    return trainer is not None and isinstance(trainer.strategy, FSDPStrategy | ModelParallelStrategy)
+
+
+def full_state_dict(pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
+    """The unsharded weights of ``pl_module.model`` (names as inside the HF model), on CPU; collective.
+
+    Every rank must call it. Other submodules of the LightningModule (a reference model) are left out.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=pl_module.device.type != "cpu")
+    # trainer.model is the FSDP wrapper of the LightningModule (FSDP1) or the module itself (FSDP2).
+    state = get_model_state_dict(pl_module.trainer.model, options=options)
+    prefix = f"{MODEL_ATTRIBUTE}."
+    return {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
+
+
+def save_hf_model(pl_module: L.LightningModule, out_dir: str | Path, rebuild) -> Path:
+    """Write ``pl_module.model`` (LoRA merged) and its tokenizer to `out_dir`; collective under FSDP, rank 0 writes.
+
+    Args:
+        pl_module: A module holding ``model`` and ``tokenizer``.
+        out_dir: Directory to write.
+        rebuild: A function returning a fresh unsharded copy of the model (LoRA included) on CPU; under FSDP
+            the gathered weights are loaded into it so that the export names weights as a one-device run does.
+    """
+    out = Path(out_dir)
+    trainer = pl_module._trainer
+    if is_sharded(pl_module):
+        state = full_state_dict(pl_module)  # every rank takes part in the gather; rank 0 receives it
+        if trainer.is_global_zero:
+            model = rebuild()
+            model.load_state_dict(state)
+            save_pretrained(model, pl_module.tokenizer, out)
+    elif trainer is None or trainer.is_global_zero:
+        save_pretrained(getattr(pl_module, MODEL_ATTRIBUTE), pl_module.tokenizer, out)
+    if trainer is not None:
+        trainer.strategy.barrier("save_hf")
+    rank_zero_info(f"saved the Hugging Face model to {out}")
+    return out
+
+
+def total_grad_norm(pl_module: L.LightningModule) -> torch.Tensor:
+    """The 2-norm of all gradients of ``pl_module.model`` (over every shard under FSDP)."""
+    trainer = pl_module._trainer
+    if trainer is not None and isinstance(trainer.strategy, FSDPStrategy):
+        # FSDP1 holds gradient shards; its clip_grad_norm_ reduces over them (an infinite bound never clips).
+        return trainer.model.clip_grad_norm_(float("inf"))
+    grads = [p.grad for p in getattr(pl_module, MODEL_ATTRIBUTE).parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=pl_module.device)
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor over the shards

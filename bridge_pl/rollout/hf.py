@@ -1,0 +1,138 @@
+"""`HFEngine`: rollouts with transformers ``generate`` on the policy itself (KV cache, batched); runs everywhere.
+
+The engine samples from the very module being trained, so its weights are always current and a push costs
+nothing. Under FSDP2 every rank must call `generate` with the same number of batches; ``synced_gpus`` keeps
+the ranks' forward passes in step until all of them have finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from bridge_pl.data.collate import pad_left
+from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig, cut_at_stop
+
+__all__ = ["HFEngine"]
+
+
+class HFEngine(RolloutEngine):
+    """Rollouts from transformers ``generate`` on the policy module (no second copy of the weights).
+
+    Args:
+        batch_size: Sequences generated together (prompts x completions are cut into batches of this size).
+        return_logprobs: Also return each sampled token's log-probability under the sampling distribution
+            (costs a (batch, vocab) score tensor per step; GRPO recomputes log-probs itself, so off by default).
+
+    Example::
+
+        model:
+          init_args:
+            engine: {class_path: bridge_pl.rollout.HFEngine, init_args: {batch_size: 64}}
+    """
+
+    def __init__(self, batch_size: int = 64, return_logprobs: bool = False) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"engine.init_args.batch_size={batch_size}: must be >= 1")
+        self.batch_size = batch_size
+        self.return_logprobs = return_logprobs
+        self.policy: Any = None
+
+    def _start(self, policy: Any) -> None:
+        self.policy = policy
+
+    def _push_weights(self, policy: Any) -> None:
+        self.policy = policy  # the engine samples from the policy module itself: nothing to copy
+
+    def _generate(
+        self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig, seed: int
+    ) -> list[list[Completion]]:
+        rows = [ids for ids in prompt_ids for _ in range(n)]  # prompt i's n copies are consecutive
+        completions: list[Completion] = []
+        model = self.policy
+        was_training = model.training
+        model.eval()  # no dropout while sampling
+        try:
+            with torch.random.fork_rng(devices=_rng_devices(model)):
+                torch.manual_seed(seed)
+                for start in range(0, len(rows), self.batch_size):
+                    completions += self._generate_batch(rows[start : start + self.batch_size], sampling)
+        finally:
+            model.train(was_training)
+        return [completions[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+
+    @torch.no_grad()
+    def _generate_batch(self, rows: list[list[int]], sampling: SamplingConfig) -> list[Completion]:
+        tokenizer, model = self.tokenizer, self.policy
+        device = next(model.parameters()).device
+        pad_id = _pad_id(tokenizer, model)
+        input_ids = pad_left(rows, pad_id).to(device)  # (B, P)
+        attention_mask = pad_left([[1] * len(r) for r in rows], 0).to(device)  # (B, P)
+        kwargs: dict[str, Any] = {"do_sample": not sampling.greedy, "max_new_tokens": sampling.max_new_tokens}
+        if not sampling.greedy:
+            kwargs |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k or None}
+        else:
+            kwargs |= {"temperature": None, "top_p": None, "top_k": None}
+        stop_tokens, stop_strings = _split_stops(tokenizer, sampling.stop)
+        if stop_strings:
+            kwargs |= {"stop_strings": stop_strings, "tokenizer": tokenizer}
+        eos = _eos_ids(tokenizer, model)
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pad_token_id=pad_id,
+            eos_token_id=sorted(eos | stop_tokens),  # a one-token stop string stops like eos: cheaper than matching
+            return_dict_in_generate=True,
+            output_scores=self.return_logprobs,
+            synced_gpus=dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1,
+            **kwargs,
+        )
+        generated = out.sequences[:, input_ids.shape[1] :]  # (B, C)
+        token_logprobs = _sampled_logprobs(out.scores, generated) if self.return_logprobs else None  # (B, C)
+        completions = []
+        for row, ids in enumerate(generated.tolist()):
+            kept, text, finish = cut_at_stop(ids, tokenizer, sampling.stop, eos | stop_tokens)
+            logprobs = token_logprobs[row, : len(kept)].tolist() if token_logprobs is not None else None
+            completions.append(Completion(kept, text, finish, logprobs))
+        return completions
+
+
+def _sampled_logprobs(scores: tuple[torch.Tensor, ...], generated: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each generated token under the processed scores of its step: (B, C)."""
+    logprobs = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in scores], dim=1)  # (B, C, V)
+    return logprobs.gather(-1, generated[:, : logprobs.shape[1], None]).squeeze(-1)
+
+
+def _split_stops(tokenizer: Any, stop: tuple[str, ...]) -> tuple[set[int], list[str]]:
+    """(ids of stop strings that are one token of their own, the other stop strings)."""
+    tokens, strings = set(), []
+    for text in stop:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1 and tokenizer.decode(ids) == text:
+            tokens.add(ids[0])
+        else:
+            strings.append(text)
+    return tokens, strings
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
+    """Every token id that ends a completion: the generation config's eos ids and the tokenizer's eos."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _pad_id(tokenizer: Any, model: Any) -> int:
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return min(_eos_ids(tokenizer, model))
+
+
+def _rng_devices(model: Any) -> list[Any]:
+    device = next(model.parameters()).device
+    return [device] if device.type == "cuda" else []

@@ -1,0 +1,280 @@
+"""GRPOModule on a tiny model: learning direction, metrics, update schedule, KL paths, resume, errors."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from bridge_pl.data.datamodules import PromptPoolDataModule
+from bridge_pl.data.io import write_dataset
+from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
+from bridge_pl.modules import OptimizerConfig
+from bridge_pl.modules.grpo import GRPOLossConfig, GRPOModule, RolloutConfig, UpdateConfig
+from bridge_pl.modules.policy import LoraConfig
+from bridge_pl.rollout import Completion, HFEngine, RolloutEngine, SamplingConfig
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
+
+# Every question has the answer 7, so learning needs no arithmetic: "7" must become likelier than "8".
+BAGS = ("Bag", "Box", "Crate", "Tote", "Case", "Pouch")
+QUESTIONS = [f"The number of each {bag}'s Pen equals 7. How many Pen does each {bag} have?" for bag in BAGS]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
+
+
+@pytest.fixture(scope="module")
+def prompts_dir(tmp_path_factory) -> Path:
+    rows = [{"query": q, "final_answer": 7, "num_ops": 1} for q in QUESTIONS]
+    path = tmp_path_factory.mktemp("prompts") / "pool"
+    write_dataset(path, rows, config={"note": "test prompts"})
+    return path
+
+
+class ScriptedEngine(RolloutEngine):
+    """Test double: each prompt gets N/2 right and N/2 wrong fixed completions (real tokens, real tokenizer)."""
+
+    def _start(self, policy):
+        pass
+
+    def _push_weights(self, policy):
+        pass
+
+    def _generate(self, prompt_ids, n, sampling, seed):
+        groups = []
+        for ids in prompt_ids:
+            answer = self.tokenizer.decode(ids).split("equals ")[1][0]
+            wrong = str((int(answer) + 1) % 10)
+            texts = [
+                f"\nSo x = {answer}.\n</think>\n<answer>\nThe final answer is \\boxed{{{answer}}}.\n</answer>",
+                f"\nSo x = {wrong}.\n</think>\n<answer>\nThe final answer is \\boxed{{{wrong}}}.\n</answer>",
+            ]
+            groups.append([self._completion(texts[k % 2]) for k in range(n)])
+        return groups
+
+    def _completion(self, text):
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return Completion(ids, self.tokenizer.decode(ids, skip_special_tokens=True), "stop")
+
+
+def trainer(tmp_path, max_steps, **kwargs) -> L.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+        logger=L.pytorch.loggers.TensorBoardLogger(str(tmp_path), name="grpo", default_hp_metric=False),
+        enable_checkpointing=False,
+    )
+    return L.Trainer(**(defaults | kwargs))
+
+
+def data(model_dir, prompts_dir, **kwargs) -> PromptPoolDataModule:
+    return PromptPoolDataModule(str(model_dir), train_path=str(prompts_dir), batch_size=3, **kwargs)
+
+
+def sequence_logprob(model, tokenizer, question: str, completion: str) -> float:
+    from bridge_pl.models.tokenizer import format_prompt
+
+    prompt = tokenizer(format_prompt(tokenizer, question), add_special_tokens=False)["input_ids"]
+    target = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + target])).logits[0, len(prompt) - 1 : -1]
+    return float(torch.log_softmax(logits, -1).gather(-1, torch.tensor(target)[:, None]).sum())
+
+
+def test_updates_move_probability_from_wrong_to_right_answers(model_dir, prompts_dir, tmp_path):
+    tokenizer = load_tokenizer(model_dir)
+    module = GRPOModule(
+        str(model_dir),
+        engine=ScriptedEngine(),
+        rollout=RolloutConfig(num_generations=4),
+        loss=GRPOLossConfig(kl_coef=0.0),
+        optimizer=OptimizerConfig(lr=3e-3),
+    )
+    right = "\nSo x = 7.\n</think>\n<answer>\nThe final answer is \\boxed{7}.\n</answer>"
+    wrong = right.replace("7", "8")
+
+    def gap(model):  # log p(right) - log p(wrong), averaged over the questions
+        model.eval()
+        return sum(
+            sequence_logprob(model, tokenizer, q, right) - sequence_logprob(model, tokenizer, q, wrong)
+            for q in QUESTIONS
+        ) / len(QUESTIONS)
+
+    gap_before = gap(load_model(model_dir))
+    trainer(tmp_path, max_steps=4).fit(module, datamodule=data(model_dir, prompts_dir))
+    assert gap(module.model) > gap_before + 2.0  # the rewarded answer became much likelier than the unrewarded one
+    record = module.last_rollout
+    assert record.rewards.shape == (3, 4) and record.rewards[:, 0].eq(1).all() and record.rewards[:, 1].eq(0).all()
+    assert torch.allclose(record.advantages[:, 0], torch.full((3,), 0.866025), atol=1e-4)  # sqrt(3)/2: N=4, a=1/2
+
+
+def test_fit_with_the_hf_engine_logs_every_metric_and_saves_the_policy(model_dir, prompts_dir, tmp_path):
+    module = GRPOModule(
+        str(model_dir),
+        rollout=RolloutConfig(num_generations=3, max_new_tokens=12, format_reward_scale=0.1),
+        update=UpdateConfig(micro_batch_size=4),
+        optimizer=OptimizerConfig(lr=1e-3),
+    )
+    before = copy.deepcopy(load_model(model_dir).state_dict())
+    run = trainer(tmp_path, max_steps=2)
+    run.fit(module, datamodule=data(model_dir, prompts_dir))
+    assert module.rollout_step == 2 and run.global_step == 2
+    saved = load_model(Path(run.log_dir) / "hf_model").state_dict()
+    changed = [k for k in before if not torch.equal(before[k], saved[k])]
+    assert len(changed) == len(before)  # every weight moved (full fine-tuning)
+    events = EventAccumulator(str(next(Path(run.log_dir).glob("events*"))))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {
+        "train/reward",
+        "train/reward_std",
+        "train/rewards/strict_match",
+        "train/rewards/format",
+        "train/frac_reward_zero_std",
+        "train/rollout_accuracy",
+        "train/completions/mean_length",
+        "train/completions/min_length",
+        "train/completions/max_length",
+        "train/completions/mean_terminated_length",
+        "train/completions/clipped_ratio",
+        "train/kl",
+        "train/entropy",
+        "train/ppl",
+        "train/clip_ratio/low_mean",
+        "train/clip_ratio/high_mean",
+        "train/clip_ratio/region_mean",
+        "train/policy_loss",
+        "train/loss",
+        "train/grad_norm",
+        "train/lr",
+        "timing/rollout_s",
+        "timing/update_s",
+        "timing/step_s",
+        "perf/tokens_per_sec",
+        "perf/rollout_tokens_per_sec",
+    }
+    assert expected <= tags, expected - tags
+    assert [e.step for e in events.Scalars("train/reward")] == [0, 1]
+    lengths = events.Scalars("train/completions/max_length")
+    assert all(1 <= e.value <= 12 for e in lengths)
+    assert 0 < events.Scalars("train/entropy")[0].value < 10  # nats over a 1.5k vocabulary
+
+
+def test_several_mini_batches_and_epochs_take_that_many_steps(model_dir, prompts_dir, tmp_path):
+    module = GRPOModule(
+        str(model_dir),
+        engine=ScriptedEngine(),
+        rollout=RolloutConfig(num_generations=4),
+        update=UpdateConfig(ppo_epochs=2, mini_batches=3, micro_batch_size=2),
+        loss=GRPOLossConfig(epsilon_low=0.01, epsilon_high=0.01),
+        optimizer=OptimizerConfig(lr=1e-2),
+    )
+    run = trainer(tmp_path, max_steps=6)
+    run.fit(module, datamodule=data(model_dir, prompts_dir))
+    assert run.global_step == 6 and module.rollout_step == 1  # one rollout batch, 2 x 3 optimizer steps
+    clipped = run.callback_metrics["train/clip_ratio/region_mean"]
+    assert float(clipped) > 0  # after the first step the ratio leaves a 1% trust region
+
+
+def test_kl_mask_and_lora_reference_paths(model_dir, prompts_dir, tmp_path):
+    module = GRPOModule(
+        str(model_dir),
+        engine=ScriptedEngine(),
+        lora=LoraConfig(r=4),
+        rollout=RolloutConfig(num_generations=2),
+        loss=GRPOLossConfig(kl_coef=0.01, kl_mask_threshold=0.15),
+        optimizer=OptimizerConfig(lr=1e-2),
+    )
+    run = trainer(tmp_path, max_steps=3)
+    run.fit(module, datamodule=data(model_dir, prompts_dir))
+    assert module.ref_model is None  # LoRA: the base model (adapters off) is the reference
+    assert float(run.callback_metrics["train/kl"]) > 0
+    saved = load_model(Path(run.log_dir) / "hf_model")
+    assert not any("lora" in name for name, _ in saved.named_parameters())
+
+
+def test_resume_continues_the_rollout_count_and_optimizer(model_dir, prompts_dir, tmp_path):
+    make = lambda: GRPOModule(str(model_dir), engine=ScriptedEngine(), rollout=RolloutConfig(num_generations=2))  # noqa: E731
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    first = trainer(tmp_path, max_steps=2, enable_checkpointing=True, callbacks=[checkpoint])
+    module = make()
+    first.fit(module, datamodule=data(model_dir, prompts_dir))
+    exp_avg = {k: v["exp_avg"].clone() for k, v in first.optimizers[0].state_dict()["state"].items()}
+    resumed_module = make()
+    resumed = trainer(tmp_path, max_steps=3)
+    resumed.fit(resumed_module, datamodule=data(model_dir, prompts_dir), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert resumed_module.rollout_step == 3 and resumed.global_step == 3
+    state = resumed.optimizers[0].state_dict()["state"]
+    assert not torch.equal(state[0]["exp_avg"], exp_avg[0])  # restored, then stepped once more
+    assert int(state[0]["step"]) == 3
+
+
+def test_validation_and_test_report_greedy_accuracy(model_dir, prompts_dir, tmp_path):
+    module = GRPOModule(str(model_dir), rollout=RolloutConfig(num_generations=2, max_new_tokens=8))
+    pool = PromptPoolDataModule(
+        str(model_dir), train_path=str(prompts_dir), val_path=str(prompts_dir), test_path=str(prompts_dir), batch_size=4
+    )
+    run = trainer(tmp_path, max_steps=1, limit_val_batches=None, num_sanity_val_steps=-1, val_check_interval=1)
+    run.fit(module, datamodule=pool)
+    assert float(run.callback_metrics["val/accuracy"]) == 0.0  # a random model boxes nothing
+    assert "val/accuracy_op_1" in run.callback_metrics and "val/completion_length" in run.callback_metrics
+    events = EventAccumulator(str(next(Path(run.log_dir).glob("events*"))))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/accuracy")] == [0, 1]  # the sanity pass is the step-0 value
+    (result,) = run.test(module, datamodule=pool)
+    assert result["test/accuracy"] == 0.0 and 1 <= result["test/completion_length"] <= 8
+
+
+def test_every_bad_setting_is_reported_at_once(tmp_path):
+    with pytest.raises(ValueError) as err:
+        GRPOModule(
+            str(tmp_path / "missing"),
+            rollout=RolloutConfig(num_generations=1, temperature=-1.0),
+            loss=GRPOLossConfig(epsilon_low=1.5, kl_coef=0.0, kl_mask_threshold=0.1),
+            update=UpdateConfig(micro_batch_size=0),
+            optimizer=OptimizerConfig(lr=0.0),
+        )
+    message = str(err.value)
+    for key in (
+        "model_path",
+        "rollout.num_generations",
+        "rollout.temperature",
+        "loss.epsilon_low",
+        "loss.kl_mask_threshold",
+        "update.micro_batch_size",
+        "optimizer.lr",
+    ):
+        assert f"model.init_args.{key}" in message, key
+
+
+def test_ddp_and_fsdp1_are_refused_with_the_fix(model_dir, prompts_dir, tmp_path):
+    from bridge_pl.modules.grpo import _check_strategy
+
+    ddp = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    with pytest.raises(ValueError, match="configs/trainer/fsdp2.yaml"):
+        _check_strategy(ddp)
+
+
+def test_engines_are_swappable_through_the_same_interface(model_dir):
+    from bridge_pl.models.tokenizer import format_prompt
+
+    tokenizer = load_tokenizer(model_dir)
+    prompt = tokenizer(format_prompt(tokenizer, QUESTIONS[1]), add_special_tokens=False)["input_ids"]
+    for engine in (HFEngine(batch_size=2), ScriptedEngine()):
+        engine.bind(load_model(model_dir), tokenizer, str(model_dir))
+        groups = engine.generate([prompt], 2, SamplingConfig(max_new_tokens=4), seed=0)
+        assert len(groups) == 1 and len(groups[0]) == 2

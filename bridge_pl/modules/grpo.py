@@ -35,7 +35,6 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
-from bridge_pl.data.collate import pad_left, pad_right
 from bridge_pl.models.model_io import load_model, load_tokenizer
 from bridge_pl.modules.advantages import AdvantageScale, group_advantages, zero_std_groups
 from bridge_pl.modules.losses import (
@@ -44,12 +43,11 @@ from bridge_pl.modules.losses import (
     clipped_surrogate,
     k3_kl,
     sequence_kl_mask,
-    token_entropy,
-    token_logprobs,
 )
 from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 from bridge_pl.modules.parallel import fully_shard_decoder
 from bridge_pl.modules.policy import LoraConfig, load_policy, model_path_problems, save_hf_model, total_grad_norm
+from bridge_pl.modules.scoring import CompletionBatch, completion_logprobs
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig
 from bridge_pl.rollout.hf import HFEngine
 from bridge_pl.task.verify import format_ok, strict_match_reward
@@ -208,12 +206,9 @@ class RolloutRecord:
 
 @dataclass
 class _Sequences:
-    """One rollout batch as tensors on the device: B = P x N rows."""
+    """One rollout batch on the device: B = P x N rows (prompt i's N rows are consecutive)."""
 
-    prompt_ids: torch.Tensor  # (B, Tp) left-padded
-    prompt_mask: torch.Tensor  # (B, Tp)
-    completion_ids: torch.Tensor  # (B, C) right-padded
-    completion_mask: torch.Tensor  # (B, C) float, 1 on completion tokens
+    batch: CompletionBatch  # prompts and completions, padded
     advantages: torch.Tensor  # (B,)
     weights: torch.Tensor  # (B,) 1 for rows that carry loss, 0 for filtered ones
     sampling_logprobs: torch.Tensor | None = None  # (B, C) from the engine
@@ -221,7 +216,7 @@ class _Sequences:
     ref_logprobs: torch.Tensor | None = None  # (B, C)
 
     def __len__(self) -> int:
-        return self.prompt_ids.shape[0]
+        return len(self.batch)
 
 
 class GRPOModule(L.LightningModule):
@@ -386,15 +381,12 @@ class GRPOModule(L.LightningModule):
         """The rollout batch as padded tensors on the device (prompt i's N rows are consecutive)."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         n = self.rollout.num_generations
-        prompts = [ids for ids in prompt_ids for _ in range(n)]
         completions = [c for g in groups for c in g]
-        comp_ids = [c.token_ids or [pad] for c in completions]  # an empty completion still needs one column
         device = self.device
         seqs = _Sequences(
-            prompt_ids=pad_left(prompts, pad).to(device),
-            prompt_mask=pad_left([[1] * len(p) for p in prompts], 0).to(device),
-            completion_ids=pad_right(comp_ids, pad).to(device),
-            completion_mask=pad_right([[1] * len(c.token_ids) for c in completions], 0).to(device).float(),
+            batch=CompletionBatch.build(
+                [ids for ids in prompt_ids for _ in range(n)], [c.token_ids for c in completions], pad, device
+            ),  # fmt: skip
             advantages=advantages.flatten().to(device),
             weights=weights.flatten().to(device),
         )
@@ -425,10 +417,12 @@ class GRPOModule(L.LightningModule):
     def _optimizer_step(self, seqs: _Sequences, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """One mini-batch: accumulate micro-batch gradients, clip, step; the statistics of the mini-batch."""
         optimizer = self.optimizers()
-        mask = seqs.completion_mask[rows] * seqs.weights[rows, None]  # (b, C)
+        mask = seqs.batch.completion_mask[rows] * seqs.weights[rows, None]  # (b, C)
         counts = self._global_counts(mask)
         stats: dict[str, torch.Tensor] = {}
-        order = rows[torch.argsort(seqs.completion_mask[rows].sum(1), descending=True)]  # similar lengths together
+        order = rows[
+            torch.argsort(seqs.batch.completion_mask[rows].sum(1), descending=True)
+        ]  # similar lengths together
         for micro in order.split(self.update.micro_batch_size):
             loss, micro_stats = self._micro_batch_loss(seqs, micro, counts)
             self.manual_backward(loss)
@@ -450,7 +444,7 @@ class GRPOModule(L.LightningModule):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The micro-batch's share of the mini-batch loss, and token sums of its statistics."""
         logprobs, entropy, width = self._forward(self.model, seqs, rows)  # (b, w)
-        mask = seqs.completion_mask[rows, :width] * seqs.weights[rows, None]  # (b, w)
+        mask = seqs.batch.completion_mask[rows, :width] * seqs.weights[rows, None]  # (b, w)
         old = logprobs.detach() if seqs.old_logprobs is None else seqs.old_logprobs[rows, :width]
         per_token, clip = clipped_surrogate(
             logprobs, old, seqs.advantages[rows], mask, self.loss.epsilon_low, self.loss.epsilon_high
@@ -461,11 +455,11 @@ class GRPOModule(L.LightningModule):
             if self.loss.kl_mask_threshold is not None:
                 mask = mask * sequence_kl_mask(kl.detach(), mask, self.loss.kl_mask_threshold)[:, None]
             per_token = per_token + self.loss.kl_coef * kl
-            stats["kl"] = (kl.detach() * seqs.completion_mask[rows, :width]).sum()
+            stats["kl"] = (kl.detach() * seqs.batch.completion_mask[rows, :width]).sum()
         num_sequences, num_tokens = counts
         loss = aggregate(per_token, mask, self.loss.aggregation, num_sequences=num_sequences,
                          num_tokens=num_tokens, max_completion_length=self.rollout.max_new_tokens)  # fmt: skip
-        real = seqs.completion_mask[rows, :width]
+        real = seqs.batch.completion_mask[rows, :width]
         tokens = real.sum()
         stats |= {
             "loss": loss.detach(),
@@ -480,29 +474,18 @@ class GRPOModule(L.LightningModule):
             stats["logp_difference"] = (gap * real).sum()
         return loss, stats
 
-    def _forward(self, model: torch.nn.Module, seqs: _Sequences, rows: torch.Tensor):
-        """Completion-token log-probs (b, w) and entropies (b, w, no grad) of `rows`, trimmed to their widths."""
-        prompt_mask, completion_mask = seqs.prompt_mask[rows], seqs.completion_mask[rows].long()
-        keep_prompt = int(prompt_mask.sum(1).max())
-        width = max(int(completion_mask.sum(1).max()), 1)
-        input_ids = torch.cat([seqs.prompt_ids[rows, -keep_prompt:], seqs.completion_ids[rows, :width]], dim=1)
-        attention_mask = torch.cat([prompt_mask[:, -keep_prompt:], completion_mask[:, :width]], dim=1)
-        position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded prompts
-        logits = model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=width + 1
-        ).logits[:, :-1]  # (b, w, V): position t predicts completion token t
-        temperature = self.rollout.temperature
-        logprobs = token_logprobs(logits, seqs.completion_ids[rows, :width], temperature)
-        with torch.no_grad():
-            entropy = token_entropy(logits.detach(), temperature)
-        return logprobs, entropy, width
+    def _forward(self, model: torch.nn.Module, seqs: _Sequences, rows: torch.Tensor, with_entropy: bool = True):
+        """Completion-token log-probs (b, w), entropies (b, w, no grad) and width w of `rows`."""
+        return completion_logprobs(
+            model, seqs.batch, rows, temperature=self.rollout.temperature, with_entropy=with_entropy
+        )
 
     @torch.no_grad()
     def _logprobs_no_grad(self, model: torch.nn.Module, seqs: _Sequences) -> torch.Tensor:
         """(B, C) log-probs of every completion token under `model`, in micro-batches."""
-        out = torch.zeros_like(seqs.completion_mask)
+        out = torch.zeros_like(seqs.batch.completion_mask)
         for rows in torch.arange(len(seqs), device=self.device).split(self.update.micro_batch_size):
-            logprobs, _, width = self._forward(model, seqs, rows)
+            logprobs, _, width = self._forward(model, seqs, rows, with_entropy=False)
             out[rows, :width] = logprobs
         return out
 
@@ -541,10 +524,10 @@ class GRPOModule(L.LightningModule):
 
     def _log_step(self, seqs, rewards, correct, groups, stats, times) -> None:
         start, rolled, done = times
-        lengths = seqs.completion_mask.sum(1)
+        lengths = seqs.batch.completion_mask.sum(1)
         truncated = torch.tensor([c.finish_reason == "length" for g in groups for c in g], device=lengths.device)
         terminated = lengths[~truncated]
-        tokens = float(lengths.sum() + seqs.prompt_mask.sum())
+        tokens = float(lengths.sum() + seqs.batch.prompt_mask.sum())
         metrics = {
             "train/reward": rewards.mean(),
             "train/reward_std": rewards.std(dim=1).mean(),

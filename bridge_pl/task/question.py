@@ -17,7 +17,7 @@ __all__ = ["condition_rhs", "condition_sentence", "final_question", "render_ques
 
 
 def join_names(names: list[str]) -> str:
-    """"A", "A and B", "A, B and C": the iGSM way of listing parameters."""
+    """ "A", "A and B", "A, B and C": the iGSM way of listing parameters."""
     if len(names) == 1:
         return names[0]
     return f"{', '.join(names[:-1])} and {names[-1]}"

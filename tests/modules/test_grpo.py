@@ -16,7 +16,7 @@ from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
 from bridge_pl.modules import OptimizerConfig
 from bridge_pl.modules.grpo import GRPOLossConfig, GRPOModule, RolloutConfig, UpdateConfig
 from bridge_pl.modules.policy import LoraConfig
-from bridge_pl.rollout import Completion, HFEngine, RolloutEngine, SamplingConfig
+from bridge_pl.rollout import HFEngine, SamplingConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -36,32 +36,6 @@ def prompts_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("prompts") / "pool"
     write_dataset(path, rows, config={"note": "test prompts"})
     return path
-
-
-class ScriptedEngine(RolloutEngine):
-    """Test double: each prompt gets N/2 right and N/2 wrong fixed completions (real tokens, real tokenizer)."""
-
-    def _start(self, policy):
-        pass
-
-    def _push_weights(self, policy):
-        pass
-
-    def _generate(self, prompt_ids, n, sampling, seed):
-        groups = []
-        for ids in prompt_ids:
-            answer = self.tokenizer.decode(ids).split("equals ")[1][0]
-            wrong = str((int(answer) + 1) % 10)
-            texts = [
-                f"\nSo x = {answer}.\n</think>\n<answer>\nThe final answer is \\boxed{{{answer}}}.\n</answer>",
-                f"\nSo x = {wrong}.\n</think>\n<answer>\nThe final answer is \\boxed{{{wrong}}}.\n</answer>",
-            ]
-            groups.append([self._completion(texts[k % 2]) for k in range(n)])
-        return groups
-
-    def _completion(self, text):
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return Completion(ids, self.tokenizer.decode(ids, skip_special_tokens=True), "stop")
 
 
 def trainer(tmp_path, max_steps, **kwargs) -> L.Trainer:
@@ -95,11 +69,11 @@ def sequence_logprob(model, tokenizer, question: str, completion: str) -> float:
     return float(torch.log_softmax(logits, -1).gather(-1, torch.tensor(target)[:, None]).sum())
 
 
-def test_updates_move_probability_from_wrong_to_right_answers(model_dir, prompts_dir, tmp_path):
+def test_updates_move_probability_from_wrong_to_right_answers(model_dir, prompts_dir, tmp_path, scripted_engine):
     tokenizer = load_tokenizer(model_dir)
     module = GRPOModule(
         str(model_dir),
-        engine=ScriptedEngine(),
+        engine=scripted_engine(),
         rollout=RolloutConfig(num_generations=4),
         loss=GRPOLossConfig(kl_coef=0.0),
         optimizer=OptimizerConfig(lr=3e-3),
@@ -174,10 +148,10 @@ def test_fit_with_the_hf_engine_logs_every_metric_and_saves_the_policy(model_dir
     assert 0 < events.Scalars("train/entropy")[0].value < 10  # nats over a 1.5k vocabulary
 
 
-def test_several_mini_batches_and_epochs_take_that_many_steps(model_dir, prompts_dir, tmp_path):
+def test_several_mini_batches_and_epochs_take_that_many_steps(model_dir, prompts_dir, tmp_path, scripted_engine):
     module = GRPOModule(
         str(model_dir),
-        engine=ScriptedEngine(),
+        engine=scripted_engine(),
         rollout=RolloutConfig(num_generations=4),
         update=UpdateConfig(ppo_epochs=2, mini_batches=3, micro_batch_size=2),
         loss=GRPOLossConfig(epsilon_low=0.01, epsilon_high=0.01),
@@ -190,10 +164,10 @@ def test_several_mini_batches_and_epochs_take_that_many_steps(model_dir, prompts
     assert float(clipped) > 0  # after the first step the ratio leaves a 1% trust region
 
 
-def test_kl_mask_and_lora_reference_paths(model_dir, prompts_dir, tmp_path):
+def test_kl_mask_and_lora_reference_paths(model_dir, prompts_dir, tmp_path, scripted_engine):
     module = GRPOModule(
         str(model_dir),
-        engine=ScriptedEngine(),
+        engine=scripted_engine(),
         lora=LoraConfig(r=4),
         rollout=RolloutConfig(num_generations=2),
         loss=GRPOLossConfig(kl_coef=0.01, kl_mask_threshold=0.15),
@@ -207,8 +181,8 @@ def test_kl_mask_and_lora_reference_paths(model_dir, prompts_dir, tmp_path):
     assert not any("lora" in name for name, _ in saved.named_parameters())
 
 
-def test_resume_continues_the_rollout_count_and_optimizer(model_dir, prompts_dir, tmp_path):
-    make = lambda: GRPOModule(str(model_dir), engine=ScriptedEngine(), rollout=RolloutConfig(num_generations=2))  # noqa: E731
+def test_resume_continues_the_rollout_count_and_optimizer(model_dir, prompts_dir, tmp_path, scripted_engine):
+    make = lambda: GRPOModule(str(model_dir), engine=scripted_engine(), rollout=RolloutConfig(num_generations=2))  # noqa: E731
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     first = trainer(tmp_path, max_steps=2, enable_checkpointing=True, callbacks=[checkpoint])
     module = make()
@@ -269,12 +243,12 @@ def test_ddp_and_fsdp1_are_refused_with_the_fix(model_dir, prompts_dir, tmp_path
         _check_strategy(ddp)
 
 
-def test_engines_are_swappable_through_the_same_interface(model_dir):
+def test_engines_are_swappable_through_the_same_interface(model_dir, scripted_engine):
     from bridge_pl.models.tokenizer import format_prompt
 
     tokenizer = load_tokenizer(model_dir)
     prompt = tokenizer(format_prompt(tokenizer, QUESTIONS[1]), add_special_tokens=False)["input_ids"]
-    for engine in (HFEngine(batch_size=2), ScriptedEngine()):
+    for engine in (HFEngine(batch_size=2), scripted_engine()):
         engine.bind(load_model(model_dir), tokenizer, str(model_dir))
         groups = engine.generate([prompt], 2, SamplingConfig(max_new_tokens=4), seed=0)
         assert len(groups) == 1 and len(groups[0]) == 2

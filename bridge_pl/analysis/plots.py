@@ -1,0 +1,85 @@
+"""Figures of the analysis (matplotlib, imported only when a figure is drawn; ``pip install "bridge-pl[plot]"``).
+
+* `accuracy_figure`: rollout-accuracy histograms of one or several models side by side (the paper's Fig. 1
+  middle), bars per alpha bin;
+* `influence_figure`: per-step influence by alpha bin (the paper's Fig. 1 right): the sum of I(q) per bin, and
+  the mean K+ and K- per bin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge_pl.analysis.accuracy import BINS
+
+__all__ = ["accuracy_figure", "influence_figure", "matplotlib_available", "save_figure"]
+
+
+def matplotlib_available() -> bool:
+    """Whether matplotlib can be imported (the figures are optional)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files and TensorBoard images only: no window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_figure(histograms: dict[str, dict[str, Any]], title: str = "Rollout accuracy before RL"):
+    """Grouped bars: the fraction of prompts in each alpha bin, one colour per named histogram.
+
+    Args:
+        histograms: Name (e.g. "vanilla", "BRIDGE") -> an `accuracy_histogram` result.
+        title: Figure title.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    width = 0.8 / max(len(histograms), 1)
+    for k, (name, hist) in enumerate(histograms.items()):
+        xs = [i + (k - (len(histograms) - 1) / 2) * width for i in range(len(BINS))]
+        label = f"{name} (P(0<α<1) = {hist['informative_mass']:.2f})"
+        ax.bar(xs, [hist["fractions"][b] for b in BINS], width=width, label=label)
+    ax.set_xticks(range(len(BINS)), [f"α={b}" if b in ("0", "1") else b for b in BINS], fontsize=8)
+    ax.set_ylabel("fraction of prompts")
+    ax.set_xlabel("rollout accuracy α (share of correct rollouts)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def influence_figure(by_bin: dict[str, dict[str, Any]], title: str = "Per-step influence by rollout accuracy"):
+    """Two panels: the sum of I(q) per alpha bin, and the mean K+ / K- per bin (bins without values are empty)."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    xs = list(range(len(BINS)))
+    left.bar(xs, [by_bin[b]["influence_sum"] for b in BINS], color="tab:purple")
+    left.axhline(0, color="black", lw=0.6)
+    left.set_title("Σ I(q) per bin")
+    for offset, key, label in ((-0.2, "k_plus_mean", "K⁺ (right rollouts)"), (0.2, "k_minus_mean", "K⁻ (wrong)")):
+        values = [by_bin[b][key] if by_bin[b][key] is not None else 0.0 for b in BINS]
+        right.bar([x + offset for x in xs], values, width=0.4, label=label)
+    right.axhline(0, color="black", lw=0.6)
+    right.set_title("mean co-influence with the target")
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.set_xticks(xs, BINS, fontsize=7)
+        ax.set_xlabel("rollout accuracy α")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path) -> None:
+    """Write `fig` as a PNG and close it."""
+    plt = _pyplot()
+    fig.savefig(path)
+    plt.close(fig)

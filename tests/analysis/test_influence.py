@@ -1,0 +1,171 @@
+"""Influence math on a tiny model: the first-order prediction against the real one-step change, the GRPO
+gradient identity of paper_spec §E.2, the count sketch, the bins and the parameter subsets."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from bridge_pl.analysis.accuracy import BINS, accuracy_histogram
+from bridge_pl.analysis.influence import (
+    CountSketch,
+    GradientSpace,
+    InfluenceTerms,
+    influence_by_bin,
+    select_parameters,
+)
+from bridge_pl.analysis.probe import Probe, ProbeRollouts, _mean_gradient, measure_influence
+from bridge_pl.models.model_io import init_model_dir, load_model
+from bridge_pl.modules.advantages import group_advantages
+from bridge_pl.modules.losses import aggregate, clipped_surrogate
+from bridge_pl.modules.scoring import CompletionBatch, completion_logprobs, sequence_mean_logprob
+from bridge_pl.rollout import Completion
+
+PAD = 0
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m", seed=5)
+
+
+def rollouts(patterns: list[list[bool]], seed: int) -> ProbeRollouts:
+    """Prompts of random tokens with N completions of random tokens (lengths 3-9) and the given outcomes."""
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(10, 1500) for _ in range(rng.randint(4, 8))] for _ in patterns]
+    groups = [
+        [Completion([rng.randrange(10, 1500) for _ in range(rng.randint(3, 9))], "", "stop") for _ in pattern]
+        for pattern in patterns
+    ]
+    probe = Probe("test", prompts, ["0"] * len(patterns), [1] * len(patterns))
+    return ProbeRollouts(probe, groups, patterns)
+
+
+def group_gradients(model, space, prompt, group, correct):
+    """(G+, G-): the mean gradients of the right and the wrong rollouts of one prompt."""
+    right = [c.token_ids for c, ok in zip(group, correct, strict=True) if ok]
+    wrong = [c.token_ids for c, ok in zip(group, correct, strict=True) if not ok]
+    return (_mean_gradient(model, space, prompt, right, PAD, "cpu", 8),
+            _mean_gradient(model, space, prompt, wrong, PAD, "cpu", 8))  # fmt: skip
+
+
+def target_objective(model, target: ProbeRollouts) -> torch.Tensor:
+    """J = mean over target samples of (r - mean r of the prompt) * (1/|o|) log pi(o | q): its gradient is T."""
+    prompts, completions, weights = [], [], []
+    for prompt, group, correct in zip(target.probe.prompt_ids, target.completions, target.correct, strict=True):
+        mean = sum(correct) / len(correct)
+        for completion, ok in zip(group, correct, strict=True):
+            prompts.append(prompt)
+            completions.append(completion.token_ids)
+            weights.append(float(ok) - mean)
+    batch = CompletionBatch.build(prompts, completions, PAD)
+    return (sequence_mean_logprob(model, batch) * torch.tensor(weights)).sum() / len(weights)
+
+
+def test_influence_predicts_the_one_step_change_of_the_target_objective(model_dir):
+    model = load_model(model_dir).eval()
+    space = GradientSpace(select_parameters(model, "all"))
+    train = rollouts([[True, False, True, False], [True, False, False, False]], seed=1)
+    target = rollouts([[True, True, False, False], [False, True, False, False]], seed=2)
+    terms, _ = measure_influence(model, space, train, target, PAD, micro_batch_size=3)
+    for index, term in enumerate(terms):
+        prompt, group, correct = train.probe.prompt_ids[index], train.completions[index], train.correct[index]
+        g_plus, g_minus = group_gradients(model, space, prompt, group, correct)
+        direction = math.sqrt(term.alpha * (1 - term.alpha)) * (g_plus - g_minus)  # the GRPO step direction
+        eta = 2e-3 / float(direction.norm())  # a step of norm 0.002
+        with torch.no_grad():
+            before = float(target_objective(model, target))
+            offset = 0
+            for param in space.params:
+                param += eta * direction[offset : offset + param.numel()].view_as(param)
+                offset += param.numel()
+            after = float(target_objective(model, target))
+            offset = 0
+            for param in space.params:  # undo the step
+                param -= eta * direction[offset : offset + param.numel()].view_as(param)
+                offset += param.numel()
+        predicted, actual = eta * term.influence, after - before
+        assert predicted != 0 and math.copysign(1, actual) == math.copysign(1, predicted)
+        assert actual == pytest.approx(predicted, rel=0.05)
+
+
+def test_the_grpo_gradient_is_the_influence_direction(model_dir):
+    # paper_spec §E.2: with binary rewards, ratio 1 and no KL, -grad of the per-prompt GRPO loss equals
+    # sqrt(alpha (1 - alpha)) (G+ - G-) times sqrt((N - 1) / N) (the unbiased std of the code).
+    model = load_model(model_dir).eval()
+    space = GradientSpace(select_parameters(model, "all"))
+    train = rollouts([[True, False, False, False, True, False, False, False]], seed=3)
+    prompt, group, correct = train.probe.prompt_ids[0], train.completions[0], train.correct[0]
+    n, alpha = len(group), sum(correct) / len(correct)
+    batch = CompletionBatch.build([prompt] * n, [c.token_ids for c in group], PAD)
+    logprobs, _, width = completion_logprobs(model, batch)
+    mask = batch.completion_mask[:, :width]
+    advantages = group_advantages(torch.tensor([correct], dtype=torch.float32), eps=0.0)[0]
+    per_token, _ = clipped_surrogate(logprobs, logprobs.detach(), advantages, mask)
+    loss = aggregate(per_token, mask, "grpo", num_sequences=n, num_tokens=float(mask.sum()), max_completion_length=9)
+    grpo_direction = -space.vector(loss)
+    g_plus, g_minus = group_gradients(model, space, prompt, group, correct)
+    expected = math.sqrt(alpha * (1 - alpha)) * math.sqrt((n - 1) / n) * (g_plus - g_minus)
+    assert torch.allclose(grpo_direction, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_prompts_with_alpha_zero_or_one_have_no_influence(model_dir):
+    model = load_model(model_dir).eval()
+    space = GradientSpace(select_parameters(model, "lm_head"))
+    train = rollouts([[False, False, False], [True, True, True], [True, False, False]], seed=4)
+    target = rollouts([[True, False, False]], seed=5)
+    terms, _ = measure_influence(model, space, train, target, PAD)
+    assert terms[0].influence == 0 and terms[0].k_plus is None and terms[0].k_minus is not None
+    assert terms[1].influence == 0 and terms[1].k_minus is None and terms[1].k_plus is not None
+    assert terms[2].influence != 0
+    assert terms[2].co_influence == pytest.approx(terms[2].k_plus - terms[2].k_minus)
+
+
+def test_count_sketch_keeps_inner_products(model_dir):
+    # E<Sa, Sb> = <a, b> with standard deviation at most sqrt(2 / dim) |a| |b|: check within 4 of those.
+    model = load_model(model_dir).eval()
+    params = select_parameters(model, "all")
+    dim = 1 << 16
+    exact, sketched = GradientSpace(params), GradientSpace(params, sketch_dim=dim, seed=0)
+    train = rollouts([[True, False, True, False]] * 3, seed=6)
+    target = rollouts([[True, False, False, False], [True, True, False, False]], seed=7)
+    exact_terms, t_exact = measure_influence(model, exact, train, target, PAD)
+    sketch_terms, t_sketch = measure_influence(model, sketched, train, target, PAD)
+    assert t_sketch.shape == (dim,) and t_exact.shape == (exact.size,)
+    assert float(t_sketch.norm()) == pytest.approx(float(t_exact.norm()), rel=0.05)  # norms preserved
+    for index, (a, b) in enumerate(zip(exact_terms, sketch_terms, strict=True)):
+        prompt, group = train.probe.prompt_ids[index], train.completions[index]
+        g_plus, g_minus = group_gradients(model, exact, prompt, group, train.correct[index])
+        diff = g_plus - g_minus
+        bound = 4 * math.sqrt(2 / dim) * float(t_exact.norm()) * float(diff.norm())
+        assert abs(b.co_influence - a.co_influence) <= bound
+    sketch = CountSketch(8, seed=1)
+    assert torch.equal(sketch("w", torch.ones(5)), CountSketch(8, seed=1)("w", torch.ones(5)))  # fixed
+
+
+def test_parameter_subsets(model_dir):
+    model = load_model(model_dir)
+    head = select_parameters(model, "lm_head")
+    last = select_parameters(model, "last_layers", num_layers=1)
+    names = [n for n, _ in last]
+    assert [n for n, _ in head] == ["model.embed_tokens.weight"]  # tied output layer
+    assert names[0] == "model.embed_tokens.weight" and "model.norm.weight" in names
+    assert all(".layers.3." in n for n in names[1:] if ".layers." in n) and any(".layers.3." in n for n in names)
+    assert len(select_parameters(model, "all")) == len(list(model.parameters()))
+
+
+def test_bins_and_histogram():
+    hist = accuracy_histogram([0.0, 1 / 8, 2 / 8, 4 / 8, 5 / 8, 7 / 8, 1.0, 1.0])
+    assert list(hist["counts"].values()) == [1, 1, 1, 1, 1, 1, 2]
+    assert hist["informative_mass"] == pytest.approx(5 / 8)
+    terms = [InfluenceTerms(0.5, 2.0, 4.0, 3.0, -1.0), InfluenceTerms(0.5, 1.0, 2.0, 1.0, -1.0)]
+    by_bin = influence_by_bin(terms)
+    assert set(by_bin) == set(BINS)
+    assert by_bin["(0.4,0.6]"] == {
+        "prompts": 2, "influence_sum": 3.0, "influence_mean": 1.5, "co_influence_mean": 3.0,
+        "k_plus_mean": 2.0, "k_minus_mean": -1.0,
+    }  # fmt: skip
+    assert by_bin["0"]["influence_mean"] is None

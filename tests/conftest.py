@@ -1,0 +1,51 @@
+"""Shared test doubles.
+
+`ScriptedEngine` is a rollout engine whose completions are fixed texts (real tokens of the real tokenizer), so
+GRPO tests can choose the rewards: for prompt i it returns ``right_counts[i % len]`` right answers (the
+number after "equals " in the question, boxed) and wrong ones for the rest of the group. Training and
+scoring around it are the real code.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge_pl.rollout import Completion, RolloutEngine
+
+ANSWER = "\nSo x = {v}.\n</think>\n<answer>\nThe final answer is \\boxed{{{v}}}.\n</answer>"
+
+
+class ScriptedEngine(RolloutEngine):
+    """Fixed completions with a chosen number of right answers per prompt."""
+
+    def __init__(self, right_counts: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.right_counts = right_counts  # None: half of each group is right
+
+    def _start(self, policy):
+        pass
+
+    def _push_weights(self, policy):
+        pass
+
+    def _generate(self, prompt_ids, n, sampling, seed):
+        groups = []
+        for i, ids in enumerate(prompt_ids):
+            answer = self.tokenizer.decode(ids).split("equals ")[1][0]
+            wrong = str((int(answer) + 1) % 10)
+            right = n // 2 if self.right_counts is None else min(self.right_counts[i % len(self.right_counts)], n)
+            texts = [ANSWER.format(v=answer)] * right + [ANSWER.format(v=wrong)] * (n - right)
+            if self.right_counts is None:
+                texts = [texts[(k // 2) + (k % 2) * right] for k in range(n)]  # alternate right, wrong
+            groups.append([self._completion(t) for t in texts])
+        return groups
+
+    def _completion(self, text):
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return Completion(ids, self.tokenizer.decode(ids, skip_special_tokens=True), "stop")
+
+
+@pytest.fixture()
+def scripted_engine():
+    """The `ScriptedEngine` class."""
+    return ScriptedEngine

@@ -31,7 +31,10 @@ if TYPE_CHECKING:  # imported lazily at run time: `bridge --help` needs none of 
 __all__ = ["build_parser", "main"]
 
 TRAIN_COMMANDS = ("fit", "validate", "test", "predict")
-SPLIT_NAMES = ("sft", "rl_train", "rl_val", "test_id", "test_ood")
+SPLIT_NAMES = (
+    *("sft", "rl_train", "rl_val", "test_id", "test_ood"),
+    *("tiny_sft", "tiny_rl_train", "tiny_rl_val", "tiny_test_id", "tiny_test_ood"),
+)  # bridge_pl.task.presets.SPLITS, listed here so that `bridge --help` imports nothing
 GENERATOR_FLAGS = (
     "min_op",
     "max_op",

@@ -237,3 +237,10 @@ def test_model_init_writes_a_loadable_model(tmp_path, capsys):
     assert main(["model", "init", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["model", "init", "--out", str(tmp_path / "x"), "--preset", "huge"]) == 2
+
+
+def test_split_choices_are_the_presets():
+    from bridge_pl.cli import SPLIT_NAMES
+    from bridge_pl.task.presets import SPLITS
+
+    assert SPLIT_NAMES == tuple(SPLITS)

@@ -21,13 +21,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::Deprecat
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SFT_CONFIGS = sorted((CONFIGS / "sft").glob("*.yaml"))
 TRAINER_CONFIGS = sorted((CONFIGS / "trainer").glob("*.yaml"))
+GRPO_CONFIGS = sorted((CONFIGS / "grpo").glob("*.yaml"))
 PAPER = {"qwen2.5-1.5b.yaml", "qwen2.5-3b.yaml", "llama-3.2-1b-instruct.yaml"}
 
 
 def test_every_config_is_covered():
-    covered = {p.resolve() for p in SFT_CONFIGS + TRAINER_CONFIGS}
+    covered = {p.resolve() for p in SFT_CONFIGS + TRAINER_CONFIGS + GRPO_CONFIGS}
     assert covered == {p.resolve() for p in CONFIGS.rglob("*.yaml")}
     assert {p.name for p in SFT_CONFIGS} >= PAPER | {"tiny.yaml", "tiny_bridge.yaml"}
+    assert {p.name for p in GRPO_CONFIGS} >= PAPER | {"tiny.yaml"}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,7 @@ def tiny_overrides(model_dir: Path, sft_dir: Path, runs: Path) -> list[str]:
         "--trainer.limit_val_batches", "1",
         "--trainer.enable_progress_bar", "false",
         "--trainer.logger.init_args.save_dir", str(runs),
+        "--model.init_args.hf_output_dir", "null",  # the model then lands in the run directory
     ]  # fmt: skip
 
 
@@ -95,6 +98,7 @@ def test_paper_config_keeps_the_paper_settings(config, capsys):
     assert trainer["gradient_clip_val"] == 1.0 and trainer["max_epochs"] == 5
     assert trainer["precision"] == "bf16-mixed" and trainer["devices"] == 2
     assert data["batch_size"] * trainer["devices"] * trainer["accumulate_grad_batches"] == 128
+    assert data["chat_template"] == ("llama-minimal" if "llama" in config.name else "model")
     assert data["max_length"] == 2048 and data["loss_on"] == "all"
     assert trainer["strategy"]["class_path"].endswith("FSDPStrategy")
 
@@ -122,3 +126,67 @@ def test_single_device_snippet_runs(model_dir, sft_dir, tmp_path):
     argv = ["fit", "--config", str(CONFIGS / "sft" / "tiny.yaml"), "--config", str(CONFIGS / "trainer" / "single.yaml")]
     assert main([*argv, *tiny_overrides(model_dir, sft_dir, tmp_path), "--trainer.accelerator", "cpu"]) == 0
     load_model(next(tmp_path.glob("*/version_0")) / "hf_model")
+
+
+# ------------------------------------------------------------------------------------------------ GRPO configs
+@pytest.fixture(scope="module")
+def prompt_dirs(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("prompts")
+    for split in ("tiny_rl_train", "tiny_rl_val"):
+        assert bridge_main(["data", "generate", "--split", split, "--size", "6", "--out", str(out / split)]) == 0
+    return {"train": out / "tiny_rl_train", "val": out / "tiny_rl_val"}
+
+
+def cpu_grpo_config(config: Path, tmp_path: Path) -> Path:
+    """The config with the CPU stand-ins a 2-step test needs: one CPU process, fp32, the HF engine."""
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"].update(accelerator="cpu", devices=1, strategy="auto", precision="32-true")
+    settings["model"]["init_args"]["engine"] = {"class_path": "bridge_pl.rollout.HFEngine"}
+    settings["model"]["init_args"]["gradient_checkpointing"] = False
+    path = tmp_path / config.name
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.mark.parametrize("config", GRPO_CONFIGS, ids=lambda p: p.name)
+def test_grpo_config_runs_two_steps(config, model_dir, prompt_dirs, tmp_path):
+    argv = [
+        "fit", "--config", str(cpu_grpo_config(config, tmp_path)),
+        "--model.init_args.model_path", str(model_dir),
+        "--model.init_args.hf_output_dir", str(tmp_path / "policy"),
+        "--model.init_args.rollout.num_generations", "2",
+        "--model.init_args.rollout.max_new_tokens", "8",
+        "--data.init_args.train_path", str(prompt_dirs["train"]),
+        "--data.init_args.val_path", str(prompt_dirs["val"]),
+        "--data.init_args.batch_size", "2",
+        "--trainer.max_steps", "2",
+        "--trainer.val_check_interval", "2",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    run_dir = next((tmp_path / "runs").glob("*/version_0"))
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["class_path"] == "bridge_pl.modules.GRPOModule"
+    load_model(tmp_path / "policy")  # the policy as a Hugging Face directory
+
+
+@pytest.mark.parametrize("config", [p for p in GRPO_CONFIGS if p.name in PAPER], ids=lambda p: p.name)
+def test_grpo_paper_config_keeps_the_paper_settings(config, capsys):
+    assert main(["fit", "--config", str(config), "--print_config"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    trainer, model, data = resolved["trainer"], resolved["model"]["init_args"], resolved["data"]["init_args"]
+    llama = "llama" in config.name
+    assert trainer["max_steps"] == (100 if "3b" in config.name else 200) and trainer["val_check_interval"] == 5
+    assert trainer["strategy"]["class_path"].endswith("ModelParallelStrategy") and trainer["devices"] == 2
+    assert data["batch_size"] * trainer["devices"] == 32 and data["max_prompt_length"] == 512 and data["seed"] == 1
+    assert model["engine"]["class_path"] == "bridge_pl.rollout.VLLMEngine"
+    rollout, loss, update = model["rollout"], model["loss"], model["update"]
+    assert rollout["num_generations"] == 32 and rollout["max_new_tokens"] == 2560 and rollout["temperature"] == 1.0
+    assert rollout["format_reward_scale"] == (0.05 if llama else 0.0)
+    assert loss["kl_coef"] == (0.01 if llama else 0.001) and loss["kl_mask_threshold"] == (0.15 if llama else None)
+    assert loss["aggregation"] == "grpo" and loss["advantage_scale"] == "group" and loss["epsilon_low"] == 0.2
+    assert update["max_grad_norm"] == (0.2 if llama else 1.0) and update["ppo_epochs"] == update["mini_batches"] == 1
+    assert model["optimizer"] == {"lr": 1e-6, "betas": [0.9, 0.999], "weight_decay": 0.01, "eps": 1e-8}
+    assert data["chat_template"] == ("llama-minimal" if llama else "model")

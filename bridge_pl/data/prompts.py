@@ -26,6 +26,7 @@ from bridge_pl.data.collate import pad_left
 from bridge_pl.data.io import DatasetError
 from bridge_pl.data.sft import (
     MAX_LISTED,
+    ChatTemplate,
     ExampleList,
     check_text_columns,
     data_parallel_replica,
@@ -110,6 +111,7 @@ class PromptPoolDataModule(L.LightningDataModule):
         limit_val: Use only the first N validation prompts.
         limit_test: Use only the first N test prompts.
         num_workers: DataLoader worker processes.
+        chat_template: "model" (the tokenizer's own) or "llama-minimal" (the paper's template for Llama models).
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class PromptPoolDataModule(L.LightningDataModule):
         limit_val: int | None = None,
         limit_test: int | None = None,
         num_workers: int = 0,
+        chat_template: ChatTemplate = "model",
     ) -> None:
         super().__init__()
         _validate_args(
@@ -143,7 +146,7 @@ class PromptPoolDataModule(L.LightningDataModule):
         self.paths = {"train": train_path, "val": val_path, "test": test_path}
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.max_prompt_length, self.batch_size, self.shuffle, self.seed = max_prompt_length, batch_size, shuffle, seed
-        self.overlong, self.num_workers = overlong, num_workers
+        self.overlong, self.num_workers, self.chat_template = overlong, num_workers, chat_template
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pad_id: int | None = None
         self.examples: dict[str, list[dict[str, Any]]] = {}
@@ -157,7 +160,7 @@ class PromptPoolDataModule(L.LightningDataModule):
             DatasetError: A file is missing, empty, lacks query/final_answer, or has bad values.
         """
         if self.tokenizer is None:
-            self.tokenizer, self.pad_id = load_chat_tokenizer(self.tokenizer_path)
+            self.tokenizer, self.pad_id = load_chat_tokenizer(self.tokenizer_path, chat_template=self.chat_template)
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         required = {"fit": "train", "validate": "val", "test": "test", "predict": "test"}.get(stage)
         if required is not None and self.paths[required] is None:

@@ -32,7 +32,7 @@ from bridge_pl.data.collate import (
 )
 from bridge_pl.data.io import DatasetError, iter_dataset
 from bridge_pl.models.model_io import load_tokenizer
-from bridge_pl.models.tokenizer import format_conversation, format_prompt
+from bridge_pl.models.tokenizer import CHAT_TEMPLATES, format_conversation, format_prompt
 
 __all__ = [
     "BatchPlanSampler",
@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 LossOn = Literal["all", "answer"]
+ChatTemplate = Literal["model", "llama-minimal"]
 Truncation = Literal["error", "drop", "truncate"]
 Batching = Literal["bucket", "pack", "pad"]
 MEGA_BATCH = 50  # batches per length-sorted group of the bucketed plan
@@ -54,12 +55,16 @@ MAX_LISTED = 5  # bad rows quoted in one error message
 
 
 # ------------------------------------------------------------------------------------------------ tokenizer
-def load_chat_tokenizer(path: str, key: str = "data.tokenizer_path") -> tuple[PreTrainedTokenizerBase, int]:
+def load_chat_tokenizer(
+    path: str, key: str = "data.tokenizer_path", chat_template: ChatTemplate = "model"
+) -> tuple[PreTrainedTokenizerBase, int]:
     """The tokenizer of a local model directory and the id to pad with (eos when it has no pad token).
 
     Args:
         path: Model directory holding the tokenizer files and a chat template.
         key: The YAML key that named `path`, for error messages.
+        chat_template: "model": the directory's own template; "llama-minimal": the paper's minimal Llama template
+            (paper_spec §C.2), which replaces it.
 
     Raises:
         ValueError: No such directory, no chat template, or neither a pad nor an eos token.
@@ -68,6 +73,8 @@ def load_chat_tokenizer(path: str, key: str = "data.tokenizer_path") -> tuple[Pr
         tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as err:  # FileNotFoundError included
         raise ValueError(f"{key}: {err}") from err
+    if CHAT_TEMPLATES[chat_template] is not None:
+        tokenizer.chat_template = CHAT_TEMPLATES[chat_template]
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
             f"{key}={path!r}: the tokenizer has no chat template, which renders the prompts (paper_spec §C.2); "
@@ -328,6 +335,7 @@ class SFTDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         seed: Seed of the batch plan (plus the epoch number) and of the validation split.
         limit: Use only the first N rows of each file (quick runs).
+        chat_template: "model" (the tokenizer's own) or "llama-minimal" (the paper's template for Llama models).
 
     Example:
         ``bridge fit --config configs/sft/tiny.yaml --data.init_args.batching pack``
@@ -347,6 +355,7 @@ class SFTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         limit: int | None = None,
+        chat_template: ChatTemplate = "model",
     ) -> None:
         super().__init__()
         _validate_args(max_length, batch_size, val_fraction, val_path, num_workers, limit)
@@ -354,7 +363,7 @@ class SFTDataModule(L.LightningDataModule):
         self.train_path, self.val_path, self.tokenizer_path = train_path, val_path, tokenizer_path
         self.max_length, self.batch_size, self.loss_on = max_length, batch_size, loss_on
         self.batching, self.truncation, self.val_fraction = batching, truncation, val_fraction
-        self.num_workers, self.seed, self.limit = num_workers, seed, limit
+        self.num_workers, self.seed, self.limit, self.chat_template = num_workers, seed, limit, chat_template
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pad_id: int | None = None
         self.train_examples: list[dict[str, list[int]]] | None = None  # packed rows with batching="pack"
@@ -366,7 +375,7 @@ class SFTDataModule(L.LightningDataModule):
         """Read, check and tokenize the data (once per process; later calls return at once)."""
         if self.train_examples is not None:
             return
-        self.tokenizer, self.pad_id = load_chat_tokenizer(self.tokenizer_path)
+        self.tokenizer, self.pad_id = load_chat_tokenizer(self.tokenizer_path, chat_template=self.chat_template)
         train_rows = self._rows(self.train_path, "data.train_path")
         val_rows = self._rows(self.val_path, "data.val_path") if self.val_path else []
         if self.val_fraction > 0:

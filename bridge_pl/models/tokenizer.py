@@ -37,6 +37,8 @@ from bridge_pl.task.vocabulary import Vocabulary, load_vocabulary
 __all__ = [
     "ANSWER_TAGS",
     "CHAT_TEMPLATE",
+    "CHAT_TEMPLATES",
+    "LLAMA_MINIMAL_TEMPLATE",
     "EOS_TOKEN",
     "IM_START",
     "PAD_TOKEN",
@@ -77,6 +79,18 @@ CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+
+# paper_spec §C.2 / G.1: for Llama models the official code replaces the chat template by a minimal one (no date
+# or tools header). It starts with the BOS token here, so SFT conversations and RL prompts (both tokenized
+# without special tokens) begin alike: the official pipeline's likely BOS mismatch (§G.1 item 6) is avoided.
+LLAMA_MINIMAL_TEMPLATE = (
+    "{{- bos_token if bos_token else '' }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+CHAT_TEMPLATES = {"model": None, "llama-minimal": LLAMA_MINIMAL_TEMPLATE}  # None: the model directory's own
 
 # How text is cut before BPE: merges never cross these pieces. Unlike GPT-2's split, a piece may hold several
 # words ("The number of each", "This gives"), so the fixed phrases of the answer wording become one token each;

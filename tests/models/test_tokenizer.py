@@ -203,3 +203,17 @@ def test_task_layer_does_not_import_models():
         "assert 'bridge_pl.models' not in sys.modules and 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_llama_minimal_template_renders_the_paper_prompt(tmp_path):
+    from bridge_pl.data.sft import load_chat_tokenizer
+    from bridge_pl.models.model_io import init_model_dir
+    from bridge_pl.models.tokenizer import SYSTEM_PROMPT, format_conversation, format_prompt
+
+    directory = init_model_dir(tmp_path, preset="llama-1m")
+    tokenizer, _ = load_chat_tokenizer(str(directory), chat_template="llama-minimal")
+    prompt = format_prompt(tokenizer, "Q?")
+    header = "<|start_header_id|>{}<|end_header_id|>\n\n"
+    assert prompt == (f"{header.format('system')}{SYSTEM_PROMPT}<|eot_id|>{header.format('user')}Q?<|eot_id|>"
+                      f"{header.format('assistant')}<think>")  # fmt: skip
+    assert format_conversation(tokenizer, "Q?", "<think>\nA").startswith(prompt.removesuffix("<think>"))

@@ -1,4 +1,4 @@
-"""DDP, FSDP2 and FSDP1 runs with 2 CPU processes (gloo), through the real CLI in a subprocess.
+"""DDP, FSDP2 and FSDP1 SFT runs, and GRPO under FSDP2, with 2 CPU processes (gloo), through the real CLI.
 
 Each run trains the tiny model for 2 steps from tiny.yaml + a configs/trainer snippet and must write the Hugging
 Face model once (rank 0, after gathering the shards under FSDP), loadable, with changed weights.
@@ -66,22 +66,31 @@ def sft_dir(tmp_path_factory) -> Path:
 
 
 def fit_two_processes(tmp_path: Path, model_dir: Path, sft_dir: Path, snippet: str, *extra: str) -> Path:
-    """Run `python -m bridge_pl.train_cli fit` on 2 CPU processes; returns the run's log directory."""
-    argv = [
-        sys.executable, "-m", "bridge_pl.train_cli", "fit",
-        "--config", str(CONFIGS / "sft" / "tiny.yaml"),
-        "--config", str(CONFIGS / "trainer" / snippet),
-        "--trainer.accelerator", "cpu",
-        "--trainer.devices", "2",
-        "--trainer.max_steps", "2",
+    """Run `python -m bridge_pl.train_cli fit` of tiny SFT on 2 CPU processes; returns the run's log directory."""
+    return run_two_processes(
+        tmp_path, CONFIGS / "sft" / "tiny.yaml", snippet, model_dir,
         "--trainer.val_check_interval", "1.0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-        "--model.init_args.model_path", str(model_dir),
         "--data.init_args.train_path", str(sft_dir),
         "--data.init_args.max_length", "256",
         "--data.init_args.truncation", "truncate",
         "--data.init_args.batch_size", "2",
+        *extra,
+    )  # fmt: skip
+
+
+def run_two_processes(tmp_path: Path, config: Path, snippet: str, model_dir: Path, *extra: str) -> Path:
+    """`config` + a trainer snippet on 2 CPU processes for 2 steps; returns the run's log directory."""
+    argv = [
+        sys.executable, "-m", "bridge_pl.train_cli", "fit",
+        "--config", str(config),
+        "--config", str(CONFIGS / "trainer" / snippet),
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2",
+        "--trainer.max_steps", "2",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+        "--model.init_args.model_path", str(model_dir),
+        "--model.init_args.hf_output_dir", "null",  # the model lands in the run directory
         *extra,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
@@ -122,6 +131,24 @@ def test_fsdp2_two_processes(tmp_path, model_dir, sft_dir):
     run_dir = fit_two_processes(tmp_path, model_dir, sft_dir, "fsdp2.yaml")
     assert_trained_model_saved(run_dir, model_dir)
     assert list(run_dir.glob("checkpoints/*.ckpt"))  # one file: the full state dict gathered on rank 0
+
+
+def test_grpo_under_fsdp2_two_processes(tmp_path, model_dir):
+    for split in ("tiny_rl_train", "tiny_rl_val"):
+        argv = ["data", "generate", "--split", split, "--size", "8", "--out", str(tmp_path / split), "--quiet"]
+        assert bridge_main(argv) == 0
+    run_dir = run_two_processes(
+        tmp_path, CONFIGS / "grpo" / "tiny.yaml", "fsdp2.yaml", model_dir,
+        "--data.init_args.train_path", str(tmp_path / "tiny_rl_train"),
+        "--data.init_args.val_path", str(tmp_path / "tiny_rl_val"),
+        "--data.init_args.batch_size", "2",
+        "--model.init_args.rollout.num_generations", "2",
+        "--model.init_args.rollout.max_new_tokens", "8",
+        "--trainer.val_check_interval", "2",
+        "--trainer.limit_val_batches", "1",
+    )  # fmt: skip
+    assert_trained_model_saved(run_dir, model_dir)
+    assert (run_dir / "completions" / "step_0.jsonl").is_file()  # rank 0 wrote the rollouts of step 0
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ __all__ = [
     "TinyPreset",
     "apply_lora",
     "build_model",
+    "cache_keyword",
     "count_parameters",
     "init_model_dir",
     "load_model",
@@ -306,6 +307,13 @@ def merge_lora(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
     if isinstance(model, PeftModel):
         return model.merge_and_unload()
     return model
+
+
+def cache_keyword() -> str:
+    """The keyword under which this transformers version's models take a KV cache ("cache", or "past_key_values")."""
+    import transformers.generation.utils as generation_utils
+
+    return "cache" if "cache" in getattr(generation_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
 def init_model_dir(out_dir: str | os.PathLike, preset: str = "llama-3m", seed: int = 0) -> Path:

@@ -527,7 +527,7 @@ class GRPOModule(L.LightningModule):
         lengths = seqs.batch.completion_mask.sum(1)
         truncated = torch.tensor([c.finish_reason == "length" for g in groups for c in g], device=lengths.device)
         terminated = lengths[~truncated]
-        tokens = float(lengths.sum() + seqs.batch.prompt_mask.sum())
+        tokens = float(lengths.sum() + seqs.batch.prompt_lengths().sum())
         metrics = {
             "train/reward": rewards.mean(),
             "train/reward_std": rewards.std(dim=1).mean(),
@@ -646,7 +646,7 @@ class GRPOModule(L.LightningModule):
         return save_hf_model(self, out_dir, rebuild=lambda: self._load_policy(gradient_checkpointing=False))
 
     def _hf_dir(self) -> str:
-        return self.hf_output_dir or str(Path(self.trainer.log_dir or ".") / "hf_model")
+        return self.hf_output_dir or str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model")
 
     def _load_policy(self, gradient_checkpointing: bool) -> torch.nn.Module:
         return load_policy(

@@ -209,7 +209,7 @@ class SFTModule(L.LightningModule):
 
     def _hf_dir(self) -> str:
         # trainer.log_dir broadcasts from rank 0: every rank must ask, so the paths agree.
-        return self.hf_output_dir or str(Path(self.trainer.log_dir or ".") / "hf_model")
+        return self.hf_output_dir or str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model")
 
     # ----------------------------------------------------------------------------------- helpers
     def _load_base_model(self, gradient_checkpointing: bool) -> torch.nn.Module:

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from bridge_pl.data.collate import pad_left
+from bridge_pl.models.model_io import cache_keyword
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig, cut_at_stop
 
 __all__ = ["HFEngine"]
@@ -71,6 +72,7 @@ class HFEngine(RolloutEngine):
         pad_id = _pad_id(tokenizer, model)
         input_ids = pad_left(rows, pad_id).to(device)  # (B, P)
         attention_mask = pad_left([[1] * len(r) for r in rows], 0).to(device)  # (B, P)
+        cache = self._prefill(rows, pad_id, device)
         kwargs: dict[str, Any] = {"do_sample": not sampling.greedy, "max_new_tokens": sampling.max_new_tokens}
         if not sampling.greedy:
             kwargs |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k or None}
@@ -88,6 +90,7 @@ class HFEngine(RolloutEngine):
             return_dict_in_generate=True,
             output_scores=self.return_logprobs,
             synced_gpus=dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1,
+            **({} if cache is None else {cache_keyword(): cache}),
             **kwargs,
         )
         generated = out.sequences[:, input_ids.shape[1] :]  # (B, C)
@@ -98,6 +101,26 @@ class HFEngine(RolloutEngine):
             logprobs = token_logprobs[row, : len(kept)].tolist() if token_logprobs is not None else None
             completions.append(Completion(kept, text, finish, logprobs))
         return completions
+
+
+    def _prefill(self, rows: list[list[int]], pad_id: int, device: torch.device) -> Any:
+        """KV cache of every row's prompt but its last token, each distinct prompt computed once (None: no gain).
+
+        A GRPO batch holds N copies of each prompt: their prefill is shared, then the cache is indexed per row,
+        and ``generate`` goes on from the last prompt token.
+        """
+        distinct: dict[tuple[int, ...], int] = {}
+        index = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
+        if len(distinct) == len(rows) or min(len(r) for r in rows) < 2:
+            return None
+        unique = [list(r) for r in distinct]
+        ids = pad_left(unique, pad_id).to(device)[:, :-1]  # (U, P - 1): left padding keeps every last token last
+        mask = pad_left([[1] * len(r) for r in unique], 0).to(device)[:, :-1]
+        positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)  # as generate numbers left-padded prompts
+        out = self.policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache = out.get("cache", out.get("past_key_values"))
+        cache.batch_select_indices(torch.tensor(index, device=device))
+        return cache
 
 
 def _sampled_logprobs(scores: tuple[torch.Tensor, ...], generated: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The `bridge` command: dataset tools now (`bridge data ...`), the Lightning training CLI later.
+"""The `bridge` command: dataset tools (`bridge data ...`), the tiny model, evaluation, and the Lightning CLI.
 
     bridge data generate --split sft --out data/sft                      # the paper's vanilla SFT file
     bridge data generate --split sft --style bridge --out data/sft_bridge  # same problems, BRIDGE answers
@@ -6,6 +6,8 @@
     bridge data generate --split rl_train --workers 4 --out data/rl_train
     bridge data augment --input official/SFT_2K_CoT... --method bridge --out data/sft_bridge2
     bridge data stats data/sft          bridge data verify data/sft          bridge data show data/sft --index 3
+    bridge model init --out runs/tiny_model
+    bridge eval --model runs/grpo_tiny/hf_model --data id=data/tiny_test_id --data ood=data/tiny_test_ood
 
 `bridge fit|validate|test|predict ...` hand over to `bridge_pl.train_cli` when it is installed.
 Only argparse and the pure-Python layers are imported here, so `bridge data ...` starts fast.
@@ -112,10 +114,58 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats(data_commands)
     _add_verify(data_commands)
     _add_show(data_commands)
+    _add_eval(commands)
     model = commands.add_parser("model", help="build the embedded default model (tiny, from scratch)")
     model.set_defaults(help_parser=model)
     _add_model_init(model.add_subparsers(dest="model_command", metavar="SUBCOMMAND"))
     return parser
+
+
+def _add_eval(commands) -> None:
+    p = commands.add_parser(
+        "eval",
+        help="strict-match accuracy of a model directory on prompt sets (greedy, mean@k, pass@k, per op)",
+        description="Evaluate a local Hugging Face model as the paper does: greedy decoding of the chat template + "
+        "'<think>' prompt, stop at </answer>, strict match of the first \\boxed{}. With --samples k also mean@k "
+        "and pass@k. Writes eval.json and eval.md to --out and prints the table.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="model directory (e.g. runs/grpo_tiny/hf_model)")
+    what = "prompt set with query and final_answer (repeat for several; NAME defaults to the folder name)"
+    p.add_argument("--data", required=True, action="append", metavar="[NAME=]PATH", help=what)
+    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="rollout engine (vllm needs the extra)")
+    p.add_argument("--samples", type=int, default=1, help="sampled answers per question for mean@k / pass@k")
+    p.add_argument("--temperature", type=float, default=1.0, help="temperature of the sampled answers")
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, default=64, help="questions per generate call")
+    p.add_argument("--limit", type=int, help="first N questions of each set")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--out", type=Path, help="directory for eval.json and eval.md (default: <model>/eval)")
+    p.set_defaults(handler=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    datasets = {}
+    for item in args.data:
+        name, _, path = item.rpartition("=")
+        datasets[name or Path(path).name] = path
+    for name, path in datasets.items():
+        if not Path(path).exists():
+            raise ValueError(
+                f"--data {name}={path}: no such dataset; write it with `bridge data generate --out {path}`"
+            )
+    if args.samples < 1 or args.max_new_tokens < 1 or args.batch_size < 1:
+        raise ValueError("--samples, --max-new-tokens and --batch-size must be >= 1")
+    from bridge_pl.evaluation import evaluate, markdown_table, write_report
+
+    results = evaluate(
+        str(args.model), datasets, engine=args.engine, max_new_tokens=args.max_new_tokens, samples=args.samples,
+        temperature=args.temperature, batch_size=args.batch_size, limit=args.limit, seed=args.seed, dtype=args.dtype,
+    )  # fmt: skip
+    out = write_report(results, args.out or args.model / "eval")
+    print(markdown_table(results), end="")
+    print(f"written to {out}/eval.json and {out}/eval.md")
+    return 0
 
 
 def _add_model_init(commands) -> None:

@@ -99,7 +99,7 @@ def _logits_shared_prompts(model: torch.nn.Module, batch: CompletionBatch, rows:
     prompt_ids, prompt_mask = batch.prompt_ids[used, -keep:], prompt_mask[:, -keep:]
     first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
                   use_cache=True, logits_to_keep=1)  # fmt: skip
-    cache = first.get("cache", first.get("past_key_values"))
+    cache = first["cache"] if "cache" in first else first["past_key_values"]
     cache.batch_select_indices(local)  # (u, ...) -> (b, ...): each row attends to its own prompt
     completion_mask = batch.completion_mask[rows, :width].long()
     attention_mask = torch.cat([prompt_mask[local], completion_mask], dim=1)

@@ -102,7 +102,6 @@ class HFEngine(RolloutEngine):
             completions.append(Completion(kept, text, finish, logprobs))
         return completions
 
-
     def _prefill(self, rows: list[list[int]], pad_id: int, device: torch.device) -> Any:
         """KV cache of every row's prompt but its last token, each distinct prompt computed once (None: no gain).
 
@@ -118,7 +117,7 @@ class HFEngine(RolloutEngine):
         mask = pad_left([[1] * len(r) for r in unique], 0).to(device)[:, :-1]
         positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)  # as generate numbers left-padded prompts
         out = self.policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache = out.get("cache", out.get("past_key_values"))
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
         cache.batch_select_indices(torch.tensor(index, device=device))
         return cache
 

@@ -1,0 +1,69 @@
+"""Evaluation: pass@k, per-op accuracy, the report files and `bridge eval` on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge_pl.cli import main as bridge_main
+from bridge_pl.data.io import write_dataset
+from bridge_pl.evaluation import evaluate_prompts, markdown_table, pass_at_k
+from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> Path:
+    rows = [{"query": f"The number of each Bag's Pen equals {k}. How many Pen does each Bag have?",
+             "final_answer": k, "num_ops": 1 + k % 2} for k in range(5)]  # fmt: skip
+    path = tmp_path_factory.mktemp("prompts") / "set"
+    write_dataset(path, rows, config={"note": "eval test"})
+    return path
+
+
+def test_pass_at_k_matches_the_definition():
+    # n = 3 samples, c = 1 right: pass@2 = 1 - C(2, 2) / C(3, 2) = 2/3
+    assert pass_at_k(3, 1, 2) == pytest.approx(2 / 3)
+    assert pass_at_k(5, 5, 3) == 1.0 and pass_at_k(5, 0, 5) == 0.0
+    with pytest.raises(ValueError):
+        pass_at_k(2, 3, 1)
+
+
+def test_scores_and_breaks_down_by_op(model_dir, prompts, scripted_engine):
+    engine = scripted_engine((1, 0, 1, 0, 1))  # greedy (n=1): right for prompts 0, 2, 4
+    engine.bind(load_model(model_dir), load_tokenizer(model_dir), str(model_dir))
+    result = evaluate_prompts(engine, load_tokenizer(model_dir), str(prompts), samples=4, batch_size=2)
+    assert result["problems"] == 5 and result["accuracy"] == pytest.approx(3 / 5)
+    assert result["per_op"]["1"]["accuracy"] == 1.0 and result["per_op"]["2"]["accuracy"] == 0.0  # ops of k=0,2,4: 1
+    # sampled (n=4): prompts get 1, 0, 1, 0, 1 right answers (the scripted counts cycle over each batch's prompts)
+    assert result["mean@4"] == pytest.approx(3 / 20) and result["pass@4"] == pytest.approx(3 / 5)
+    assert [r["predicted"] for r in result["rows"]] == ["0", "2", "2", "4", "4"]
+    table = markdown_table({"model": "m", "engine": "hf", "samples": 4, "splits": {"id": result}})
+    assert "| id | 5 | 60.0% | 15.0% | 15.0% | 60.0% | 1: 100.0, 2: 0.0 |" in table
+
+
+def test_bridge_eval_writes_the_report(model_dir, prompts, tmp_path, capsys):
+    argv = [
+        "eval",
+        "--model",
+        str(model_dir),
+        "--data",
+        f"id={prompts}",
+        "--max-new-tokens",
+        "6",
+        "--out",
+        str(tmp_path),
+    ]
+    assert bridge_main(argv) == 0
+    assert "| id | 5 | 0.0% |" in capsys.readouterr().out  # a random model boxes nothing
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["splits"]["id"]["problems"] == 5 and (tmp_path / "eval.md").is_file()
+    assert bridge_main(["eval", "--model", str(model_dir), "--data", str(tmp_path / "missing")]) == 2

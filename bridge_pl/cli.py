@@ -8,6 +8,7 @@
     bridge data stats data/sft          bridge data verify data/sft          bridge data show data/sft --index 3
     bridge model init --out runs/tiny_model
     bridge eval --model runs/grpo_tiny/hf_model --data id=data/tiny_test_id --data ood=data/tiny_test_ood
+    bridge experiment run --config configs/experiments/tiny.yaml
 
 `bridge fit|validate|test|predict ...` hand over to `bridge_pl.train_cli` when it is installed.
 Only argparse and the pure-Python layers are imported here, so `bridge data ...` starts fast.
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(data_commands)
     _add_show(data_commands)
     _add_eval(commands)
+    _add_experiment(commands)
     model = commands.add_parser("model", help="build the embedded default model (tiny, from scratch)")
     model.set_defaults(help_parser=model)
     _add_model_init(model.add_subparsers(dest="model_command", metavar="SUBCOMMAND"))
@@ -165,6 +167,48 @@ def _eval(args: argparse.Namespace) -> int:
     out = write_report(results, args.out or args.model / "eval")
     print(markdown_table(results), end="")
     print(f"written to {out}/eval.json and {out}/eval.md")
+    return 0
+
+
+def _add_experiment(commands) -> None:
+    experiment = commands.add_parser(
+        "experiment", help="run a whole comparison (data -> SFT -> eval -> probe -> GRPO -> eval) and report it"
+    )
+    experiment.set_defaults(help_parser=experiment)
+    sub = experiment.add_subparsers(dest="experiment_command", metavar="SUBCOMMAND")
+    run = sub.add_parser("run", help="run (or continue: finished stages are skipped) and write the report")
+    report = sub.add_parser("report", help="rebuild report.md/json, figures and TensorBoard from finished runs")
+    for p in (run, report):
+        p.add_argument(
+            "--config", required=True, type=Path, help="experiment YAML (e.g. configs/experiments/tiny.yaml)"
+        )
+    run.add_argument("--methods", help="comma-separated subset of the config's methods")
+    run.add_argument("--seeds", help="comma-separated subset of the config's seeds")
+    run.set_defaults(handler=_experiment_run)
+    report.set_defaults(handler=_experiment_report)
+
+
+def _experiment_run(args: argparse.Namespace) -> int:
+    from bridge_pl.experiment import load_config, run_experiment
+
+    config = load_config(args.config)
+    methods = args.methods.split(",") if args.methods else None
+    unknown = [m for m in methods or [] if m not in config.methods]
+    if unknown:
+        raise ValueError(f"--methods {','.join(unknown)}: not in {args.config} (methods: {', '.join(config.methods)})")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    run_experiment(config, methods, seeds)
+    print(f"report: {Path(config.out_dir) / 'report.md'}")
+    print((Path(config.out_dir) / "report.md").read_text(encoding="utf-8"), end="")
+    return 0
+
+
+def _experiment_report(args: argparse.Namespace) -> int:
+    from bridge_pl.experiment import build_report, load_config
+
+    config = load_config(args.config)
+    build_report(config)
+    print((Path(config.out_dir) / "report.md").read_text(encoding="utf-8"), end="")
     return 0
 
 

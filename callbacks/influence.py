@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from bridge_pl.analysis.accuracy import BINS, accuracy_histogram
-from bridge_pl.analysis.influence import GradientSpace, influence_by_bin, select_parameters
+from bridge_pl.analysis.influence import GradientSpace, influence_summary, select_parameters
 from bridge_pl.analysis.plots import influence_figure
 from bridge_pl.analysis.probe import Probe, load_probe, measure_influence, sample_probe
 from bridge_pl.rollout.base import SamplingConfig
@@ -19,6 +19,7 @@ from callbacks._common import analysis_dir, check_grpo_module, log_figure, log_s
 
 __all__ = ["InfluenceCallback"]
 
+HEADLINE = ("total", "co_influence", "k_plus", "k_minus", "target_grad_norm")
 STATS = ("influence_sum", "influence_mean", "co_influence_mean", "k_plus_mean", "k_minus_mean")
 
 
@@ -163,21 +164,10 @@ class InfluenceCallback(L.Callback):
         return self._sets
 
     def _log(self, trainer, step: int, terms, t_vector: torch.Tensor, alphas: list[float]) -> dict[str, Any]:
-        by_bin = influence_by_bin(terms)
-        informative = [t for t in terms if t.co_influence is not None]
-        plus = [t.k_plus for t in terms if t.k_plus is not None]
-        minus = [t.k_minus for t in terms if t.k_minus is not None]
-        metrics = {
-            "influence/total": sum(t.influence for t in terms) / len(terms),
-            "influence/target_grad_norm": float(t_vector.norm()),
-            "influence/informative_mass": accuracy_histogram(alphas)["informative_mass"],
-        }
-        if informative:
-            metrics["influence/co_influence"] = sum(t.co_influence for t in informative) / len(informative)
-        if plus:
-            metrics["influence/k_plus"] = sum(plus) / len(plus)
-        if minus:
-            metrics["influence/k_minus"] = sum(minus) / len(minus)
+        summary = influence_summary(terms, t_vector)
+        by_bin = summary["by_bin"]
+        metrics = {f"influence/{key}": summary[key] for key in HEADLINE if summary[key] is not None}
+        metrics["influence/informative_mass"] = accuracy_histogram(alphas)["informative_mass"]
         for label in BINS:
             for stat in STATS:
                 value = by_bin[label][stat]

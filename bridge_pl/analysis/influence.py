@@ -33,6 +33,7 @@ __all__ = [
     "GradientSpace",
     "InfluenceTerms",
     "influence_by_bin",
+    "influence_summary",
     "influence_terms",
     "select_parameters",
 ]
@@ -195,3 +196,22 @@ def group_gradient(
     """Gradient of sum_i weights_i * (1/|o_i|) log pi(o_i | q_i) over `rows` of `batch`: (D,)."""
     objective = (sequence_mean_logprob(model, batch, rows) * weights).sum()
     return space.vector(objective)
+
+
+def influence_summary(terms: Sequence[InfluenceTerms], target: torch.Tensor) -> dict[str, Any]:
+    """The headline numbers of one measurement: mean I, C, K+, K- (over prompts that have them), |T|, and by bin.
+
+    ``total`` is the mean I(q) over all probe prompts: the first-order change of the target reward per unit
+    learning rate of one step on the probe batch.
+    """
+    informative = [t.co_influence for t in terms if t.co_influence is not None]
+    plus = [t.k_plus for t in terms if t.k_plus is not None]
+    minus = [t.k_minus for t in terms if t.k_minus is not None]
+    return {
+        "total": sum(t.influence for t in terms) / len(terms),
+        "co_influence": _mean(informative),
+        "k_plus": _mean(plus),
+        "k_minus": _mean(minus),
+        "target_grad_norm": float(target.norm()),
+        "by_bin": influence_by_bin(terms),
+    }

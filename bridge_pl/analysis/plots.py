@@ -12,7 +12,7 @@ from typing import Any
 
 from bridge_pl.analysis.accuracy import BINS
 
-__all__ = ["accuracy_figure", "influence_figure", "matplotlib_available", "save_figure"]
+__all__ = ["accuracy_figure", "influence_figure", "matplotlib_available", "reward_curves_figure", "save_figure"]
 
 
 def matplotlib_available() -> bool:
@@ -83,3 +83,23 @@ def save_figure(fig, path) -> None:
     plt = _pyplot()
     fig.savefig(path)
     plt.close(fig)
+
+
+def reward_curves_figure(curves: dict[str, list[list[float]]], title: str = "GRPO training reward"):
+    """One line per run ("<method>/seed_<s>" -> [(step, reward)]), smoothed over 5 steps; one colour per method."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    colours: dict[str, str] = {}
+    for name, points in sorted(curves.items()):
+        method = name.split("/")[0]
+        steps, values = [p[0] for p in points], [p[1] for p in points]
+        smooth = [sum(values[max(0, i - 4) : i + 1]) / len(values[max(0, i - 4) : i + 1]) for i in range(len(values))]
+        label = None if method in colours else method  # one legend entry per method
+        colour = colours.setdefault(method, f"C{len(colours)}")
+        ax.plot(steps, smooth, color=colour, alpha=0.85, label=label)
+    ax.set_xlabel("rollout step")
+    ax.set_ylabel("mean reward (5-step average)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

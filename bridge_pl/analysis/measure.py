@@ -1,0 +1,67 @@
+"""Pre-RL diagnostics of a saved model: its rollout-accuracy histogram and per-step influence on probe sets.
+
+`probe_model` is what the experiment pipeline runs on every SFT model (the paper's Fig. 1 middle and right),
+outside any training loop: it loads the model, samples N rollouts of the probe and target prompts with a
+rollout engine, and measures both quantities as `callbacks.rollout_accuracy` and `callbacks.influence` do
+during GRPO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Literal
+
+import torch
+
+from bridge_pl.analysis.accuracy import accuracy_histogram
+from bridge_pl.analysis.influence import GradientSpace, influence_summary, select_parameters
+from bridge_pl.analysis.probe import load_probe, measure_influence, sample_probe
+from bridge_pl.models.model_io import load_model, load_tokenizer
+from bridge_pl.rollout.base import SamplingConfig
+
+__all__ = ["probe_model"]
+
+
+def probe_model(
+    model_dir: str,
+    probe_path: str,
+    target_path: str,
+    *,
+    size: int = 64,
+    num_generations: int = 16,
+    max_new_tokens: int = 1024,
+    temperature: float = 1.0,
+    influence: bool = True,
+    parameters: Literal["last_layers", "lm_head", "all"] = "last_layers",
+    sketch_dim: int | None = None,
+    seed: int = 0,
+    engine: Literal["hf", "vllm"] = "hf",
+) -> dict[str, Any]:
+    """Histogram of alpha over the first `size` probe prompts and, if asked, the influence against the targets.
+
+    Returns:
+        ``{"model", "histogram": {..., "alphas"}, "influence": {total, co_influence, k_plus, k_minus,
+        target_grad_norm, by_bin, prompts}}`` (influence only when asked).
+    """
+    from bridge_pl.evaluation import make_engine
+
+    tokenizer = load_tokenizer(model_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(model_dir).to(device).eval()
+    rollout = make_engine(engine)
+    rollout.bind(model, tokenizer, model_dir)
+    sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
+    sample = lambda ids, n, s, seed_: rollout.generate(ids, n, s, seed=seed_)  # noqa: E731
+    train = sample_probe(sample, load_probe(probe_path, tokenizer, size), num_generations, sampling, seed)
+    result: dict[str, Any] = {
+        "model": model_dir,
+        "histogram": {**accuracy_histogram(train.alphas), "alphas": train.alphas},
+    }
+    if influence:
+        targets = sample_probe(sample, load_probe(target_path, tokenizer, size), num_generations, sampling, seed + 1)
+        space = GradientSpace(select_parameters(model, parameters), sketch_dim=sketch_dim, seed=seed)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        terms, target = measure_influence(model, space, train, targets, pad)
+        result["influence"] = influence_summary(terms, target) | {"prompts": [asdict(t) for t in terms]}
+    rollout.close()
+    return result

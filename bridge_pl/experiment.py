@@ -1,0 +1,424 @@
+"""The whole comparison of the paper from one YAML: data -> SFT -> evaluate -> probe -> GRPO -> evaluate -> report.
+
+For every method (vanilla, BRIDGE, PP-Aug, RC-Aug, behavior ablations) and seed::
+
+    data      the method's SFT set (bridge data generate); RL, validation and test sets are shared
+    sft       bridge fit --config <sft config>        -> <out>/<method>/seed_<s>/sft_model
+    sft_eval  bridge eval on the test sets             -> .../sft_eval/eval.json
+    probe     rollout-accuracy histogram and per-step influence of the SFT model  -> .../probe.json
+    grpo      bridge fit --config <grpo config>       -> .../rft_model
+    rft_eval  bridge eval                              -> .../rft_eval/eval.json
+
+A stage whose output exists is skipped, so an interrupted run continues where it stopped and ``report``
+rebuilds the tables from what is on disk. Training stages run the real CLI in a subprocess (as a user would),
+TensorBoard runs land in ``<out>/tb/<method>_seed<s>/{sft,grpo}``. The report is the paper's Table 1 layout
+(SFT, RFT and gain per method, in- and out-of-distribution, mean +- std over seeds), the rollout-accuracy
+histograms side by side, per-step influence by alpha bin, and the GRPO reward curves: ``report.md``,
+``report.json``, PNG figures, and the same in TensorBoard under ``<out>/tb/report``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ExperimentConfig", "MethodConfig", "build_report", "load_config", "run_experiment"]
+
+STAGES = ("data", "sft", "sft_eval", "probe", "grpo", "rft_eval")
+TINY_SETS = {
+    "rl_train": "tiny_rl_train",
+    "rl_val": "tiny_rl_val",
+    "test_id": "tiny_test_id",
+    "test_ood": "tiny_test_ood",
+}
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """How one method writes its SFT answers (the flags of `bridge data generate`)."""
+
+    style: str = "plain"
+    """Answer style: plain (vanilla CoT) or bridge."""
+    behaviors: str | None = None
+    """BRIDGE preset (vanilla, exploration, exploitation, full) with style bridge."""
+    augment: str | None = None
+    """pp-aug or rc-aug (several rows per problem)."""
+    copies: int = 4
+    """Rows per problem with augment."""
+    extra_args: tuple[str, ...] = ()
+    """More `bridge data generate` flags (e.g. ["--exploration", "0.2"])."""
+
+    def generate_args(self) -> list[str]:
+        """The `bridge data generate` flags of this method."""
+        args = ["--style", self.style]
+        if self.behaviors:
+            args += ["--behaviors", self.behaviors]
+        if self.augment:
+            args += ["--augment", self.augment, "--copies", str(self.copies)]
+        return args + list(self.extra_args)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The pre-RL diagnostics of each SFT model (paper_spec §E.4)."""
+
+    prompts: str = "rl_train"
+    """Which prompt set: a key of `sets` (training prompts; the first `size` rows)."""
+    targets: str = "rl_val"
+    """Target prompts of the influence (a key of `sets`)."""
+    size: int = 64
+    """Probe prompts (and target prompts)."""
+    num_generations: int = 16
+    """Rollouts per prompt."""
+    max_new_tokens: int = 320
+    """Longest rollout."""
+    influence: bool = True
+    """Also measure the per-step influence (gradients on the output layer and the last blocks)."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One comparison: methods x seeds on shared data, with the SFT and GRPO configs to run."""
+
+    out_dir: str
+    """Where everything is written."""
+    sft_config: str
+    """SFT config (e.g. configs/sft/tiny.yaml); train_path, model_path and outputs are set per run."""
+    grpo_config: str
+    """GRPO config (e.g. configs/grpo/tiny.yaml); data paths, model_path and outputs are set per run."""
+    methods: dict[str, MethodConfig]
+    """Method name -> how its SFT data is written."""
+    sft_split: str = "tiny_sft"
+    """Split preset of the SFT problems (the same problems for every method)."""
+    sets: dict[str, str] = field(default_factory=lambda: dict(TINY_SETS))
+    """Shared prompt sets: name -> split preset."""
+    test_sets: tuple[str, ...] = ("test_id", "test_ood")
+    """Keys of `sets` evaluated before and after RL."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds: each gives its own base-model initialisation, SFT and GRPO run."""
+    base_model: str | None = None
+    """A local model directory to start from; None: a fresh `bridge model init` per seed."""
+    base_preset: str = "llama-3m"
+    """Tiny preset of the fresh base model."""
+    sft_args: tuple[str, ...] = ()
+    """Extra `bridge fit` arguments of every SFT run."""
+    grpo_args: tuple[str, ...] = ()
+    """Extra `bridge fit` arguments of every GRPO run."""
+    eval_max_new_tokens: int = 320
+    """Longest greedy answer in evaluation."""
+    eval_engine: str = "hf"
+    """Rollout engine of evaluation and probes (hf or vllm)."""
+    eval_limit: int | None = None
+    """Evaluate the first N problems of each test set only (None: all; quick runs)."""
+    probe: ProbeConfig = ProbeConfig()
+    """Pre-RL diagnostics."""
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read an experiment YAML; unknown keys and missing required ones are errors naming them."""
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        methods = {
+            name: _build(MethodConfig, spec or {}, f"methods.{name}") for name, spec in raw.pop("methods").items()
+        }
+        probe = _build(ProbeConfig, raw.pop("probe", {}) or {}, "probe")
+        config = _build(ExperimentConfig, raw | {"methods": methods, "probe": probe}, "")
+    except KeyError as err:
+        raise ValueError(f"{path}: missing key {err}") from err
+    unknown_sets = [s for s in (*config.test_sets, config.probe.prompts, config.probe.targets, "rl_train", "rl_val")
+                    if s not in config.sets]  # fmt: skip
+    if unknown_sets:
+        raise ValueError(
+            f"{path}: {', '.join(sorted(set(unknown_sets)))} must be keys of sets ({', '.join(config.sets)})"
+        )
+    if not config.methods:
+        raise ValueError(f"{path}: methods is empty")
+    return config
+
+
+def _build(cls, values: dict[str, Any], key: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ValueError(f"unknown key(s) {', '.join(where + u for u in unknown)}; valid: {', '.join(sorted(names))}")
+    tuples = {f.name for f in fields(cls) if str(f.type).startswith("tuple")}
+    return cls(**{k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in values.items()})
+
+
+# ------------------------------------------------------------------------------------------------ running
+class Runner:
+    """Runs the stages of one experiment, skipping those whose outputs exist."""
+
+    def __init__(self, config: ExperimentConfig, log=print) -> None:
+        self.config, self.log = config, log
+        self.out = Path(config.out_dir)
+
+    def run(self, methods: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
+        """Every stage of every (method, seed); returns the report."""
+        self.shared_data()
+        for seed in seeds if seeds is not None else self.config.seeds:
+            base = self.base_model(seed)
+            for method in methods or list(self.config.methods):
+                self.run_method(method, seed, base)
+        return build_report(self.config)
+
+    # ---------------------------------------------------------------------------------------- stages
+    def shared_data(self) -> None:
+        for name, split in self.config.sets.items():
+            self._generate(self.out / "data" / name, ["--split", split])
+
+    def base_model(self, seed: int) -> Path:
+        if self.config.base_model:
+            return Path(self.config.base_model)
+        path = self.out / "base_models" / f"seed_{seed}"
+        if not (path / "config.json").is_file():
+            self._bridge(["model", "init", "--out", str(path), "--preset", self.config.base_preset, "--seed", str(seed),
+                          "--overwrite"])  # fmt: skip
+        return path
+
+    def run_method(self, method: str, seed: int, base: Path) -> None:
+        run = self.out / method / f"seed_{seed}"
+        data = self.out / "data" / f"sft_{method}"
+        self._generate(data, ["--split", self.config.sft_split, *self.config.methods[method].generate_args()])
+        sft_model, rft_model = run / "sft_model", run / "rft_model"
+        tb = self.out / "tb"
+        if not (sft_model / "config.json").is_file():
+            self._stage(method, seed, "sft")
+            self._fit([
+                "--config", self.config.sft_config, "--seed_everything", str(seed),
+                "--model.init_args.model_path", str(base), "--model.init_args.hf_output_dir", str(sft_model),
+                "--data.init_args.train_path", str(data), "--trainer.logger.init_args.save_dir", str(tb),
+                "--trainer.logger.init_args.name", f"{method}_seed{seed}", "--trainer.logger.init_args.version", "sft",
+                *self.config.sft_args,
+            ])  # fmt: skip
+        self._evaluate(method, seed, "sft_eval", sft_model)
+        self._probe(method, seed, sft_model)
+        if not (rft_model / "config.json").is_file():
+            self._stage(method, seed, "grpo")
+            self._fit([
+                "--config", self.config.grpo_config, "--seed_everything", str(seed),
+                "--model.init_args.model_path", str(sft_model), "--model.init_args.hf_output_dir", str(rft_model),
+                "--model.init_args.sampling_seed", str(seed),
+                "--data.init_args.train_path", str(self.out / "data" / "rl_train"),
+                "--data.init_args.val_path", str(self.out / "data" / "rl_val"),
+                "--trainer.logger.init_args.save_dir", str(tb),
+                "--trainer.logger.init_args.name", f"{method}_seed{seed}", "--trainer.logger.init_args.version", "grpo",
+                *self.config.grpo_args,
+            ])  # fmt: skip
+        self._evaluate(method, seed, "rft_eval", rft_model)
+
+    def _evaluate(self, method: str, seed: int, stage: str, model: Path) -> None:
+        out = self.out / method / f"seed_{seed}" / stage
+        if (out / "eval.json").is_file():
+            return
+        self._stage(method, seed, stage)
+        argv = ["eval", "--model", str(model), "--out", str(out), "--engine", self.config.eval_engine,
+                "--max-new-tokens", str(self.config.eval_max_new_tokens)]  # fmt: skip
+        for name in self.config.test_sets:
+            argv += ["--data", f"{name}={self.out / 'data' / name}"]
+        if self.config.eval_limit:
+            argv += ["--limit", str(self.config.eval_limit)]
+        self._bridge(argv)
+
+    def _probe(self, method: str, seed: int, model: Path) -> None:
+        out = self.out / method / f"seed_{seed}" / "probe.json"
+        if out.is_file():
+            return
+        self._stage(method, seed, "probe")
+        from bridge_pl.analysis.measure import probe_model  # torch: only here
+
+        probe = self.config.probe
+        result = probe_model(
+            str(model), str(self.out / "data" / probe.prompts), str(self.out / "data" / probe.targets),
+            size=probe.size, num_generations=probe.num_generations, max_new_tokens=probe.max_new_tokens,
+            influence=probe.influence, seed=seed, engine=self.config.eval_engine,
+        )  # fmt: skip
+        out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+    # --------------------------------------------------------------------------------------- helpers
+    def _generate(self, path: Path, args: list[str]) -> None:
+        if (path / "dataset_config.json").is_file():
+            return
+        self._bridge(["data", "generate", *args, "--out", str(path), "--overwrite", "--quiet"])
+
+    def _stage(self, method: str, seed: int, stage: str) -> None:
+        self.log(f"[experiment] {time.strftime('%H:%M:%S')} {method} seed {seed}: {stage}")
+
+    def _fit(self, args: list[str]) -> None:
+        self._bridge(["fit", *args, "--trainer.enable_progress_bar", "false"])
+
+    def _bridge(self, argv: list[str]) -> None:
+        """Run `bridge ...` in a subprocess (a fresh process per training run, as a user runs them)."""
+        command = [sys.executable, "-m", "bridge_pl.cli", *argv]
+        result = subprocess.run(command, env=os.environ.copy(), capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr)[-4000:]
+            raise RuntimeError(f"`bridge {' '.join(argv)}` failed (exit {result.returncode}):\n{tail}")
+
+
+def run_experiment(config: ExperimentConfig, methods=None, seeds=None, log=print) -> dict[str, Any]:
+    """Run (or continue) an experiment and build its report."""
+    return Runner(config, log).run(methods, seeds)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def build_report(config: ExperimentConfig) -> dict[str, Any]:
+    """Collect every finished run of the experiment into report.json, report.md, figures and TensorBoard."""
+    out = Path(config.out_dir)
+    runs = _collect(config, out)
+    table = _table(config, runs)
+    report = {"methods": list(config.methods), "seeds": list(config.seeds), "table": table, "runs": runs}
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    figures = _figures(config, out, runs)
+    (out / "report.md").write_text(_markdown(config, table, figures), encoding="utf-8")
+    _tensorboard(out, table, figures)
+    return report
+
+
+def _collect(config: ExperimentConfig, out: Path) -> dict[str, dict[str, Any]]:
+    runs: dict[str, dict[str, Any]] = {}
+    for method in config.methods:
+        for seed in config.seeds:
+            run = out / method / f"seed_{seed}"
+            entry: dict[str, Any] = {"method": method, "seed": seed}
+            for stage in ("sft_eval", "rft_eval"):
+                path = run / stage / "eval.json"
+                if path.is_file():
+                    splits = json.loads(path.read_text())["splits"]
+                    entry[stage] = {name: s["accuracy"] for name, s in splits.items()}
+            if (run / "probe.json").is_file():
+                probe = json.loads((run / "probe.json").read_text())
+                entry["probe"] = {k: probe[k] for k in ("histogram", "influence") if k in probe}
+            entry["reward_curve"] = _reward_curve(out / "tb" / f"{method}_seed{seed}" / "grpo")
+            runs[f"{method}/seed_{seed}"] = entry
+    return runs
+
+
+def _reward_curve(tb_dir: Path) -> list[list[float]]:
+    """(step, train/reward) pairs of a GRPO TensorBoard run ([] when there is none)."""
+    events = sorted(tb_dir.glob("events.out.tfevents*")) if tb_dir.is_dir() else []
+    if not events:
+        return []
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(events[-1]), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    if "train/reward" not in accumulator.Tags()["scalars"]:
+        return []
+    return [[e.step, e.value] for e in accumulator.Scalars("train/reward")]
+
+
+def _stats(values: list[float]) -> dict[str, float | int] | None:
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def _table(config: ExperimentConfig, runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method and test set: SFT, RFT and gain (mean, std, n over seeds), P(0<alpha<1) and influence."""
+    table = {}
+    for method in config.methods:
+        entries = [runs[f"{method}/seed_{s}"] for s in config.seeds]
+        row: dict[str, Any] = {}
+        for name in config.test_sets:
+            sft = [e["sft_eval"][name] for e in entries if name in e.get("sft_eval", {})]
+            rft = [e["rft_eval"][name] for e in entries if name in e.get("rft_eval", {})]
+            gain = [e["rft_eval"][name] - e["sft_eval"][name] for e in entries
+                    if name in e.get("rft_eval", {}) and name in e.get("sft_eval", {})]  # fmt: skip
+            row[name] = {"sft": _stats(sft), "rft": _stats(rft), "gain": _stats(gain)}
+        probes = [e["probe"] for e in entries if "probe" in e]
+        row["informative_mass"] = _stats([p["histogram"]["informative_mass"] for p in probes])
+        row["mean_sqrt_var"] = _stats([p["histogram"]["mean_sqrt_var"] for p in probes])
+        row["influence_total"] = _stats([p["influence"]["total"] for p in probes if "influence" in p])
+        table[method] = row
+    return table
+
+
+def _cell(stats: dict[str, float] | None, scale: float = 100.0, signed: bool = False) -> str:
+    if stats is None:
+        return "–"
+    sign = "+" if signed else ""
+    text = f"{scale * stats['mean']:{sign}.1f}"
+    return text + (f" ± {scale * stats['std']:.1f}" if stats["n"] > 1 else "")
+
+
+def _markdown(config: ExperimentConfig, table: dict[str, dict[str, Any]], figures: dict[str, str]) -> str:
+    sets = config.test_sets
+    head = ["method"] + [f"{name} {col}" for name in sets for col in ("SFT", "RFT", "Δ")]
+    head += ["P(0<α<1)", "E[√α(1−α)]", "influence"]
+    lines = [
+        f"# Experiment report ({len(config.seeds)} seed(s): {', '.join(map(str, config.seeds))})",
+        "",
+        "Strict-match greedy accuracy in % (mean ± std over seeds); Δ = RFT − SFT. P(0<α<1), E[√α(1−α)] and the "
+        "per-step influence (×1) are measured on the SFT model before RL.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for method, row in table.items():
+        cells = [method]
+        for name in sets:
+            cells += [_cell(row[name]["sft"]), _cell(row[name]["rft"]), _cell(row[name]["gain"], signed=True)]
+        cells += [_cell(row["informative_mass"], 1.0), _cell(row["mean_sqrt_var"], 1.0),
+                  _cell(row["influence_total"], 1.0)]  # fmt: skip
+        lines.append("| " + " | ".join(cells).replace("1.0 ±", "1.0 ±") + " |")
+    for title, name in figures.items():
+        lines += ["", f"![{title}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _figures(config: ExperimentConfig, out: Path, runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Write the comparison figures (matplotlib); returns title -> file name."""
+    from bridge_pl.analysis.plots import matplotlib_available
+
+    if not matplotlib_available():
+        return {}
+    from bridge_pl.analysis.accuracy import accuracy_histogram
+    from bridge_pl.analysis.plots import accuracy_figure, reward_curves_figure, save_figure
+
+    made = {}
+    pooled = {}
+    for method in config.methods:
+        alphas = [a for s in config.seeds for a in runs[f"{method}/seed_{s}"].get("probe", {}).get("histogram", {})
+                  .get("alphas", [])]  # fmt: skip
+        if alphas:
+            pooled[method] = accuracy_histogram(alphas)
+    if pooled:
+        save_figure(
+            accuracy_figure(pooled, "Rollout accuracy of the SFT models (before RL)"), out / "alpha_histograms.png"
+        )
+        made["rollout accuracy before RL"] = "alpha_histograms.png"
+    curves = {key: run["reward_curve"] for key, run in runs.items() if run["reward_curve"]}
+    if curves:
+        save_figure(reward_curves_figure(curves), out / "reward_curves.png")
+        made["GRPO training reward"] = "reward_curves.png"
+    return made
+
+
+def _tensorboard(out: Path, table: dict[str, Any], figures: dict[str, str]) -> None:
+    """The report table as TensorBoard text and the figures as images, under <out>/tb/report."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb" / "report"))
+    writer.add_text("report/table", (out / "report.md").read_text(encoding="utf-8"), global_step=0)
+    try:
+        import matplotlib.image as mpimg
+
+        for title, name in figures.items():
+            image = mpimg.imread(out / name)
+            writer.add_image(f"report/{title}", image[..., :3], global_step=0, dataformats="HWC")
+    except ImportError:
+        pass
+    writer.close()

@@ -1,0 +1,103 @@
+"""The experiment pipeline end to end on a micro setting: every stage, skipping finished ones, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bridge_pl.cli import main as bridge_main
+from bridge_pl.experiment import load_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
+
+MICRO_SFT = [
+    "--trainer.max_steps", "2", "--trainer.val_check_interval", "1.0", "--trainer.limit_val_batches", "1",
+    "--data.init_args.limit", "16", "--data.init_args.batch_size", "4", "--data.init_args.max_length", "512",
+    "--data.init_args.truncation", "truncate", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+    "--trainer.strategy", "auto", "--trainer.precision", "32-true", "--trainer.accumulate_grad_batches", "1",
+]  # fmt: skip
+MICRO_GRPO = [
+    "--trainer.max_steps", "1", "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1",
+    "--data.init_args.batch_size", "2", "--data.init_args.limit_val", "2", "--model.init_args.rollout.num_generations",
+    "2", "--model.init_args.rollout.max_new_tokens", "8", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+    "--trainer.strategy", "auto", "--trainer.precision", "32-true", "--model.init_args.engine",
+    "bridge_pl.rollout.HFEngine", "--model.init_args.gradient_checkpointing", "false",
+]  # fmt: skip
+
+
+def micro(config: Path, tmp_path: Path, base_model: Path | None = None) -> Path:
+    """The experiment with everything shrunk to seconds: 1 seed, 1 method, 2 SFT steps, 1 GRPO step, 4 problems."""
+    settings = yaml.safe_load(config.read_text())
+    settings |= {
+        "out_dir": str(tmp_path / "out"), "seeds": [0], "methods": dict(list(settings["methods"].items())[:1]),
+        "sft_args": MICRO_SFT, "grpo_args": MICRO_GRPO, "eval_max_new_tokens": 8, "eval_limit": 4,
+        "eval_engine": "hf", "base_preset": "llama-1m", "sft_split": "tiny_sft",
+        "sets": {"rl_train": "tiny_rl_train", "rl_val": "tiny_rl_val", "test_id": "tiny_test_id",
+                 "test_ood": "tiny_test_ood"},
+        "probe": {**settings.get("probe", {}), "size": 3, "num_generations": 2, "max_new_tokens": 8},
+    }  # fmt: skip
+    settings["test_sets"] = ["test_id", "test_ood"]
+    settings["probe"] |= {"prompts": "rl_train", "targets": "rl_val"}
+    if base_model is not None:
+        settings["base_model"] = str(base_model)
+    path = tmp_path / config.name
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_every_experiment_config_loads():
+    assert {p.name for p in EXPERIMENTS} >= {"tiny.yaml"}
+    for path in EXPERIMENTS:
+        config = load_config(path)
+        assert Path(config.sft_config).is_file() and Path(config.grpo_config).is_file(), path
+        assert config.methods and config.seeds
+
+
+def test_tiny_experiment_runs_every_stage_and_reports(tmp_path, capsys):
+    config = micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path)
+    assert bridge_main(["experiment", "run", "--config", str(config)]) == 0
+    out = tmp_path / "out"
+    run = out / "vanilla" / "seed_0"
+    for path in ("sft_model/config.json", "rft_model/config.json", "sft_eval/eval.json", "rft_eval/eval.json",
+                 "probe.json"):  # fmt: skip
+        assert (run / path).is_file(), path
+    probe = json.loads((run / "probe.json").read_text())
+    assert len(probe["histogram"]["alphas"]) == 3 and "by_bin" in probe["influence"]
+    report = json.loads((out / "report.json").read_text())
+    row = report["table"]["vanilla"]["test_id"]
+    assert (
+        row["sft"]["n"] == 1
+        and row["rft"]["n"] == 1
+        and row["gain"]["mean"] == pytest.approx(row["rft"]["mean"] - row["sft"]["mean"])
+    )
+    assert report["runs"]["vanilla/seed_0"]["reward_curve"]  # read back from the GRPO TensorBoard run
+    text = (out / "report.md").read_text()
+    assert "| method | test_id SFT | test_id RFT | test_id Δ |" in text and "| vanilla |" in text
+    assert (out / "reward_curves.png").is_file() and (out / "alpha_histograms.png").is_file()
+    assert list((out / "tb" / "report").glob("events*"))
+    # A second run finds every output and skips every stage.
+    capsys.readouterr()
+    assert bridge_main(["experiment", "run", "--config", str(config)]) == 0
+    assert "[experiment]" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config", [p for p in EXPERIMENTS if p.name != "tiny.yaml"], ids=lambda p: p.name)
+def test_paper_experiment_configs_run_on_the_tiny_model(config, tmp_path):
+    base = tmp_path / "base"
+    assert bridge_main(["model", "init", "--out", str(base), "--preset", "llama-1m"]) == 0
+    assert bridge_main(["experiment", "run", "--config", str(micro(config, tmp_path, base))]) == 0
+    assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_bad_experiment_configs_are_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"out_dir": "x", "sft_config": "a", "grpo_config": "b", "methods": {"v": {}},
+                                    "colour": "red"}))  # fmt: skip
+    assert bridge_main(["experiment", "run", "--config", str(path)]) == 2
+    path.write_text(yaml.safe_dump({"out_dir": "x", "sft_config": "a", "grpo_config": "b", "methods": {"v": {}}}))
+    assert bridge_main(["experiment", "run", "--config", str(path), "--methods", "bridge"]) == 2

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
-# The README's main job on the embedded default: set up the environment, then run the data pipeline
-# (the paper's splits at quick-start size, plain and BRIDGE SFT answers, stats and verification).
+# The README's main job on the embedded default, on CPU (~15 minutes on 2 cores): set up the environment, build the
+# tiny model and the tiny_* iGSM splits, SFT on plain-CoT answers, greedy evaluation, GRPO with the HF engine,
+# evaluation again. Outputs: runs/ (TensorBoard, checkpoints, Hugging Face models, eval reports) and data/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-OUT=${1:-runs/quickstart}
 bridge() { "${BRIDGE_VENV:-.venv}/bin/bridge" "$@"; }
 
-bridge data generate --split sft --size 500 --style plain --out "$OUT/sft_vanilla" --overwrite
-bridge data generate --split sft --size 500 --style bridge --behaviors full --out "$OUT/sft_bridge" --overwrite
-bridge data generate --split sft --size 500 --style plain --augment pp-aug --copies 4 --out "$OUT/sft_pp_aug" --overwrite
-bridge data generate --split sft --size 500 --style plain --augment rc-aug --copies 4 --out "$OUT/sft_rc_aug" --overwrite
-bridge data generate --split rl_train --size 2000 --out "$OUT/rl_train" --overwrite
-bridge data generate --split rl_val --out "$OUT/rl_val" --overwrite
-bridge data generate --split test_id --out "$OUT/test_id" --overwrite
-bridge data generate --split test_ood --out "$OUT/test_ood" --overwrite
-for split in sft_vanilla sft_bridge sft_pp_aug sft_rc_aug rl_train test_id test_ood; do
-  bridge data verify "$OUT/$split"
+bridge model init --out runs/tiny_model --overwrite
+bridge data generate --split tiny_sft --style plain --out data/tiny_sft_vanilla --overwrite --quiet
+for split in tiny_rl_train tiny_rl_val tiny_test_id tiny_test_ood; do
+  bridge data generate --split "$split" --out "data/$split" --overwrite --quiet
 done
-bridge data stats "$OUT/sft_bridge" --out "$OUT/sft_bridge/stats.json"
-echo "datasets written under $OUT (stats of the BRIDGE SFT set: $OUT/sft_bridge/stats.json)"
+bridge data verify data/tiny_sft_vanilla
+bridge fit --config configs/sft/tiny.yaml                 # -> runs/sft_tiny/hf_model
+bridge eval --model runs/sft_tiny/hf_model --data id=data/tiny_test_id --data ood=data/tiny_test_ood \
+  --limit 200 --max-new-tokens 320
+bridge fit --config configs/grpo/tiny.yaml                # -> runs/grpo_tiny/hf_model
+bridge eval --model runs/grpo_tiny/hf_model --data id=data/tiny_test_id --data ood=data/tiny_test_ood \
+  --limit 200 --max-new-tokens 320
+echo "done: tensorboard --logdir runs   (SFT: runs/sft_tiny, GRPO: runs/grpo_tiny; eval reports in runs/*/hf_model/eval)"

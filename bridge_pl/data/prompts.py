@@ -15,6 +15,7 @@ left-padded batches::
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 import lightning as L
@@ -35,10 +36,60 @@ from bridge_pl.data.sft import (
 )
 from bridge_pl.models.tokenizer import format_prompt
 
-__all__ = ["PromptPoolDataModule", "check_final_answers", "encode_prompts", "prompt_collate"]
+__all__ = [
+    "EpochSampler",
+    "PromptPoolDataModule",
+    "ResumableLoader",
+    "check_final_answers",
+    "encode_prompts",
+    "prompt_collate",
+]
 
 Overlong = Literal["warn", "drop", "error"]
 SPLITS = ("train", "val", "test")
+
+
+class EpochSampler(DistributedSampler):
+    """A DistributedSampler that can start an epoch part-way (``start``: indices of this rank to skip, once)."""
+
+    start = 0
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        return itertools.islice(super().__iter__(), start, None)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose place in the epoch is saved in Lightning checkpoints, so a resumed run goes on mid-epoch.
+
+    Lightning stores ``state_dict()`` of stateful loaders in the checkpoint and hands it back through
+    ``load_state_dict`` before the resumed epoch iterates: the batches already trained on are then skipped,
+    and the run sees the prompts an uninterrupted run would have seen.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._batches = 0  # batches yielded in the current epoch
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self):
+        done = 0
+        if self._resume is not None and self._resume["epoch"] == self.sampler.epoch:
+            done = self._resume["batches"]
+            self.sampler.start = done * self.batch_size
+        self._resume = None
+        self._batches = done
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch and how many of its batches were handed out."""
+        return {"epoch": self.sampler.epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the saved epoch after its saved batches (at the next iteration)."""
+        self._resume = dict(state)
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -170,12 +221,18 @@ class PromptPoolDataModule(L.LightningDataModule):
                 self.examples[split] = self._load(split)
 
     def train_dataloader(self) -> DataLoader:
-        """Training prompts: this rank's share, reshuffled every epoch from `seed` (DistributedSampler)."""
+        """Training prompts: this rank's share, reshuffled every epoch from `seed`; resumable mid-epoch."""
         rank, world = data_parallel_replica(self.trainer)
         examples = self.examples["train"]
-        sampler = DistributedSampler(examples, num_replicas=world, rank=rank, shuffle=self.shuffle, seed=self.seed)
+        sampler = EpochSampler(examples, num_replicas=world, rank=rank, shuffle=self.shuffle, seed=self.seed)
         sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
-        return self._loader(examples, sampler=sampler)
+        return ResumableLoader(
+            ExampleList(examples),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=self._collate,
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation prompts in file order ([] without val_path)."""

@@ -252,3 +252,30 @@ def test_engines_are_swappable_through_the_same_interface(model_dir, scripted_en
         engine.bind(load_model(model_dir), tokenizer, str(model_dir))
         groups = engine.generate([prompt], 2, SamplingConfig(max_new_tokens=4), seed=0)
         assert len(groups) == 1 and len(groups[0]) == 2
+
+
+def test_a_mid_epoch_resume_sees_the_prompts_of_an_uninterrupted_run(model_dir, tmp_path, scripted_engine):
+    rows = [{"query": f"The number of each Bag's Pen equals {k}. How many?", "final_answer": k, "num_ops": 1}
+            for k in range(8)]  # fmt: skip
+    write_dataset(tmp_path / "pool", rows, config={"note": "resume test"})
+
+    class Prompts(L.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            self.seen.append([p.split("equals ")[1][0] for p in pl_module.last_rollout.prompts])
+
+    def fit(name, ckpt_path=None):
+        seen = Prompts()
+        every_step = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(tmp_path / name), every_n_train_steps=1,
+                                                         save_top_k=-1)  # fmt: skip
+        run = trainer(tmp_path / name, max_steps=5, enable_checkpointing=True, callbacks=[seen, every_step])
+        module = GRPOModule(str(model_dir), engine=scripted_engine(), rollout=RolloutConfig(num_generations=2))
+        pool = PromptPoolDataModule(str(model_dir), train_path=str(tmp_path / "pool"), batch_size=2)
+        run.fit(module, datamodule=pool, ckpt_path=ckpt_path)
+        return seen.seen
+
+    uninterrupted = fit("full")  # 4 batches per epoch: steps 1-4 in epoch 0, step 5 in epoch 1
+    resumed = fit("resumed", ckpt_path=str(tmp_path / "full" / "epoch=0-step=2.ckpt"))
+    assert resumed == uninterrupted[2:]

@@ -25,7 +25,7 @@ from bridge_pl.models.model_io import load_model, load_tokenizer
 from bridge_pl.rollout.base import RolloutEngine, SamplingConfig
 from bridge_pl.task.verify import extract_answer, strict_match_reward
 
-__all__ = ["evaluate", "evaluate_prompts", "make_engine", "markdown_table", "pass_at_k", "write_report"]
+__all__ = ["bound_engine", "evaluate", "evaluate_prompts", "make_engine", "markdown_table", "pass_at_k", "write_report"]
 
 EXAMPLES_KEPT = 5
 
@@ -52,6 +52,18 @@ def make_engine(kind: Literal["hf", "vllm"], batch_size: int = 64, **vllm_kwargs
     if kind == "vllm":
         return VLLMEngine(**vllm_kwargs)
     raise ValueError(f"engine {kind!r}: choose hf or vllm")
+
+
+def bound_engine(
+    model_dir: str, engine: Literal["hf", "vllm"] = "hf", batch_size: int = 64, dtype: str = "float32"
+) -> tuple[RolloutEngine, Any, torch.nn.Module]:
+    """(engine, tokenizer, model): a saved model in eval mode on the best device, with an engine bound to it."""
+    tokenizer = load_tokenizer(model_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(model_dir, dtype=dtype).to(device).eval()
+    rollout = make_engine(engine, batch_size=batch_size, dtype=dtype)
+    rollout.bind(model, tokenizer, str(model_dir))
+    return rollout, tokenizer, model
 
 
 def evaluate_prompts(
@@ -133,11 +145,7 @@ def evaluate(
     dtype: Literal["float32", "bfloat16"] = "float32",
 ) -> dict[str, Any]:
     """Evaluate a local Hugging Face model directory on named prompt sets (e.g. {"id": ..., "ood": ...})."""
-    tokenizer = load_tokenizer(model_dir)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(model_dir, dtype=dtype).to(device).eval()
-    rollout = make_engine(engine, batch_size=batch_size, dtype=dtype)
-    rollout.bind(model, tokenizer, str(model_dir))
+    rollout, tokenizer, _ = bound_engine(model_dir, engine, batch_size, dtype)
     results = {
         "model": str(model_dir),
         "engine": engine,

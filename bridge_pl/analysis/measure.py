@@ -11,12 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Literal
 
-import torch
-
 from bridge_pl.analysis.accuracy import accuracy_histogram
 from bridge_pl.analysis.influence import GradientSpace, influence_summary, select_parameters
 from bridge_pl.analysis.probe import load_probe, measure_influence, sample_probe
-from bridge_pl.models.model_io import load_model, load_tokenizer
 from bridge_pl.rollout.base import SamplingConfig
 
 __all__ = ["probe_model"]
@@ -43,13 +40,9 @@ def probe_model(
         ``{"model", "histogram": {..., "alphas"}, "influence": {total, co_influence, k_plus, k_minus,
         target_grad_norm, by_bin, prompts}}`` (influence only when asked).
     """
-    from bridge_pl.evaluation import make_engine
+    from bridge_pl.evaluation import bound_engine
 
-    tokenizer = load_tokenizer(model_dir)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(model_dir).to(device).eval()
-    rollout = make_engine(engine)
-    rollout.bind(model, tokenizer, model_dir)
+    rollout, tokenizer, model = bound_engine(model_dir, engine)
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     sample = lambda ids, n, s, seed_: rollout.generate(ids, n, s, seed=seed_)  # noqa: E731
     train = sample_probe(sample, load_probe(probe_path, tokenizer, size), num_generations, sampling, seed)

@@ -46,7 +46,14 @@ from bridge_pl.modules.losses import (
 )
 from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 from bridge_pl.modules.parallel import fully_shard_decoder
-from bridge_pl.modules.policy import LoraConfig, load_policy, model_path_problems, save_hf_model, total_grad_norm
+from bridge_pl.modules.policy import (
+    LoraConfig,
+    hf_output_dir,
+    load_module_policy,
+    model_path_problems,
+    save_hf_model,
+    total_grad_norm,
+)
 from bridge_pl.modules.scoring import CompletionBatch, completion_logprobs
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig
 from bridge_pl.rollout.hf import HFEngine
@@ -292,7 +299,7 @@ class GRPOModule(L.LightningModule):
         if self.model is not None:
             return
         _check_strategy(self._trainer)
-        model = self._load_policy(self.gradient_checkpointing)
+        model = load_module_policy(self, self.gradient_checkpointing)
         ref = None
         if self.loss.kl_coef > 0 and not (self.lora is not None and self.ref_model_path is None):
             # Left in train mode (Lightning warns about eval-mode submodules) and put in eval mode where it is used.
@@ -343,7 +350,7 @@ class GRPOModule(L.LightningModule):
         self.rollout_step += 1
         every = self.save_hf_every_n_steps
         if every and self.trainer.global_step % every == 0:
-            self.save_hf(Path(self._hf_dir()) / f"step_{self.trainer.global_step}")
+            self.save_hf(Path(hf_output_dir(self)) / f"step_{self.trainer.global_step}")
 
     def _rollout_seed(self) -> int:
         """The sampling seed of this rank's current rollout step (distinct per seed, rank and step)."""
@@ -639,23 +646,11 @@ class GRPOModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         """Write the final policy as a Hugging Face directory."""
-        self.save_hf(self._hf_dir())
+        self.save_hf(hf_output_dir(self))
 
     def save_hf(self, out_dir: str | Path) -> Path:
         """Write the policy (LoRA merged) and tokenizer to `out_dir`; collective under FSDP2, rank 0 writes."""
-        return save_hf_model(self, out_dir, rebuild=lambda: self._load_policy(gradient_checkpointing=False))
-
-    def _hf_dir(self) -> str:
-        return self.hf_output_dir or str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model")
-
-    def _load_policy(self, gradient_checkpointing: bool) -> torch.nn.Module:
-        return load_policy(
-            self.model_path,
-            dtype=self.dtype_name,
-            attn_implementation=self.attn_implementation,
-            gradient_checkpointing=gradient_checkpointing,
-            lora=self.lora,
-        )
+        return save_hf_model(self, out_dir, rebuild=lambda: load_module_policy(self, gradient_checkpointing=False))
 
 
 def _unpadded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:

@@ -20,7 +20,9 @@ from bridge_pl.models.model_io import LORA_TARGET_MODULES, apply_lora, load_mode
 __all__ = [
     "LoraConfig",
     "full_state_dict",
+    "hf_output_dir",
     "is_sharded",
+    "load_module_policy",
     "load_policy",
     "model_path_problems",
     "save_hf_model",
@@ -83,6 +85,26 @@ def load_policy(
     if lora is None:
         return model
     return apply_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
+
+
+def load_module_policy(pl_module: L.LightningModule, gradient_checkpointing: bool) -> torch.nn.Module:
+    """`load_policy` with the module's own settings (model_path, dtype_name, attn_implementation, lora)."""
+    return load_policy(
+        pl_module.model_path,
+        dtype=pl_module.dtype_name,
+        attn_implementation=pl_module.attn_implementation,
+        gradient_checkpointing=gradient_checkpointing,
+        lora=pl_module.lora,
+    )
+
+
+def hf_output_dir(pl_module: L.LightningModule) -> str:
+    """Where the module writes its final Hugging Face model: ``hf_output_dir`` or ``<log dir>/hf_model``.
+
+    trainer.log_dir broadcasts from rank 0: every rank must ask, so the paths agree.
+    """
+    trainer = pl_module.trainer
+    return pl_module.hf_output_dir or str(Path(trainer.log_dir or trainer.default_root_dir) / "hf_model")
 
 
 def is_sharded(pl_module: L.LightningModule) -> bool:

@@ -27,7 +27,14 @@ from bridge_pl.data.collate import IGNORE_INDEX
 from bridge_pl.models.model_io import load_tokenizer
 from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 from bridge_pl.modules.parallel import fully_shard_decoder
-from bridge_pl.modules.policy import LoraConfig, load_policy, model_path_problems, save_hf_model, total_grad_norm
+from bridge_pl.modules.policy import (
+    LoraConfig,
+    hf_output_dir,
+    load_module_policy,
+    model_path_problems,
+    save_hf_model,
+    total_grad_norm,
+)
 
 __all__ = ["SFTModule", "token_cross_entropy"]
 
@@ -97,7 +104,7 @@ class SFTModule(L.LightningModule):
         """Load the model (once: Lightning calls this hook again for validate/test after fit)."""
         if self.model is not None:
             return
-        model = self._load_base_model(gradient_checkpointing=self.gradient_checkpointing)
+        model = load_module_policy(self, gradient_checkpointing=self.gradient_checkpointing)
         if self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy):
             fully_shard_decoder(model, self.device_mesh["data_parallel"])
         self.model = model.train()  # from_pretrained returns eval mode (dropout off) and Lightning keeps it
@@ -193,11 +200,11 @@ class SFTModule(L.LightningModule):
         step = self.trainer.global_step
         if every and step % every == 0 and step != self._last_hf_step:  # once per optimizer step, not micro-batch
             self._last_hf_step = step
-            self.save_hf(Path(self._hf_dir()) / f"step_{step}")
+            self.save_hf(Path(hf_output_dir(self)) / f"step_{step}")
 
     def on_train_end(self) -> None:
         """Write the final model as a Hugging Face directory."""
-        self.save_hf(self._hf_dir())
+        self.save_hf(hf_output_dir(self))
 
     # ------------------------------------------------------------------------------------ saving
     def save_hf(self, out_dir: str | Path) -> Path:
@@ -205,21 +212,9 @@ class SFTModule(L.LightningModule):
 
         Every rank must call it (it may gather shards); only global rank 0 touches the disk.
         """
-        return save_hf_model(self, out_dir, rebuild=lambda: self._load_base_model(gradient_checkpointing=False))
-
-    def _hf_dir(self) -> str:
-        # trainer.log_dir broadcasts from rank 0: every rank must ask, so the paths agree.
-        return self.hf_output_dir or str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model")
+        return save_hf_model(self, out_dir, rebuild=lambda: load_module_policy(self, gradient_checkpointing=False))
 
     # ----------------------------------------------------------------------------------- helpers
-    def _load_base_model(self, gradient_checkpointing: bool) -> torch.nn.Module:
-        return load_policy(
-            self.model_path,
-            dtype=self.dtype_name,
-            attn_implementation=self.attn_implementation,
-            gradient_checkpointing=gradient_checkpointing,
-            lora=self.lora,
-        )
 
     def _loss_terms(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))

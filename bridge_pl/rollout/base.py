@@ -89,6 +89,7 @@ class RolloutEngine(ABC):
         """Attach the policy (a transformers model, maybe sharded or with LoRA), its tokenizer and model directory."""
         self.tokenizer = tokenizer
         self.model_path = model_path
+        self._policy = policy  # pushed from when the engine is stale and generate gets no policy
         self._start(policy)
         self._bound = True
         self._stale = False
@@ -118,7 +119,7 @@ class RolloutEngine(ABC):
             prompt_ids: Token ids of each prompt (no padding).
             n: Completions per prompt.
             sampling: Temperature, top-p/k, length and stop strings.
-            policy: The policy, needed to push weights when they are stale.
+            policy: The policy to push weights from when they are stale (default: the one given to `bind`).
             seed: Seed of this call's sampling; prompt i draws from its own stream (seed, i).
 
         Returns:
@@ -126,9 +127,7 @@ class RolloutEngine(ABC):
         """
         self._require_bound()
         if self._stale:
-            if policy is None:
-                raise ValueError("the policy's weights changed since the last push: pass policy= to generate")
-            self.sync_weights(policy)
+            self.sync_weights(policy if policy is not None else self._policy)
         if n < 1:
             raise ValueError(f"n={n}: need at least one completion per prompt")
         if not prompt_ids:

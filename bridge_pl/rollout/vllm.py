@@ -116,7 +116,7 @@ class VLLMEngine(RolloutEngine):
         self.seed = seed
         self.weight_push = weight_push
         self.llm: Any = None
-        self._asleep = False
+        self._sleeping: set[str] = set()  # what sleep mode has released: "weights", "kv_cache"
 
     # ----------------------------------------------------------------------------------------------- start
     def _start(self, policy: Any) -> None:
@@ -195,16 +195,19 @@ class VLLMEngine(RolloutEngine):
 
     # ---------------------------------------------------------------------------------------- sleep
     def _sleep(self) -> None:
-        if self.enable_sleep_mode and not self._asleep:
+        if self.enable_sleep_mode and not self._sleeping:
             self.llm.sleep(level=self.sleep_level)
-            self._asleep = True
+            self._sleeping = {"weights", "kv_cache"}
+            if self.sleep_level == 2:
+                self.mark_stale()  # level 2 drops the weights: the next generation pushes them again
 
     def _wake(self, tags: tuple[str, ...]) -> None:
-        if self.enable_sleep_mode and self._asleep:
+        """Wake what `tags` names and is asleep (weights before KV cache: the new weights must land first)."""
+        wanted = [tag for tag in tags if tag in self._sleeping]
+        if self.enable_sleep_mode and wanted:
             torch.cuda.empty_cache()
-            self.llm.wake_up(tags=list(tags))
-            if "kv_cache" in tags:
-                self._asleep = False
+            self.llm.wake_up(tags=wanted)
+            self._sleeping -= set(wanted)
 
 
 def _completion(output: Any) -> Completion:

@@ -88,14 +88,16 @@ def test_cut_at_stop_keeps_the_stop_string_and_drops_the_rest(tokenizer):
     assert kept == ids[:2] and finish == "length"
 
 
-def test_engine_refuses_use_before_bind_and_stale_generation_without_policy(model_dir, tokenizer):
+def test_engine_refuses_use_before_bind_and_pushes_when_stale(model_dir, tokenizer):
     engine = HFEngine()
     with pytest.raises(RuntimeError, match="bind"):
         engine.generate([[1, 2]], 1, SamplingConfig())
-    engine.bind(load_model(model_dir), tokenizer, str(model_dir))
+    policy = load_model(model_dir)
+    engine.bind(policy, tokenizer, str(model_dir))
+    other = load_model(model_dir)
     engine.mark_stale()
-    with pytest.raises(ValueError, match="policy="):
-        engine.generate([[1, 2]], 1, SamplingConfig(max_new_tokens=2))
+    engine.generate([[1, 2]], 1, SamplingConfig(max_new_tokens=2), policy=other)
+    assert engine.policy is other and not engine._stale  # a stale engine pushes before it generates
     with pytest.raises(ValueError, match="batch_size"):
         HFEngine(batch_size=0)
 

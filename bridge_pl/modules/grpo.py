@@ -427,9 +427,7 @@ class GRPOModule(L.LightningModule):
         mask = seqs.batch.completion_mask[rows] * seqs.weights[rows, None]  # (b, C)
         counts = self._global_counts(mask)
         stats: dict[str, torch.Tensor] = {}
-        order = rows[
-            torch.argsort(seqs.batch.completion_mask[rows].sum(1), descending=True)
-        ]  # similar lengths together
+        order = _group_order(seqs, rows)
         for micro in order.split(self.update.micro_batch_size):
             loss, micro_stats = self._micro_batch_loss(seqs, micro, counts)
             self.manual_backward(loss)
@@ -651,6 +649,17 @@ class GRPOModule(L.LightningModule):
     def save_hf(self, out_dir: str | Path) -> Path:
         """Write the policy (LoRA merged) and tokenizer to `out_dir`; collective under FSDP2, rank 0 writes."""
         return save_hf_model(self, out_dir, rebuild=lambda: load_module_policy(self, gradient_checkpointing=False))
+
+
+def _group_order(seqs: _Sequences, rows: torch.Tensor) -> torch.Tensor:
+    """`rows` ordered by prompt, longest completion first within a prompt.
+
+    Micro-batches then hold whole groups, whose shared prompt is computed once (`completion_logprobs`), and
+    completions of similar lengths, so little compute goes to padding.
+    """
+    lengths = seqs.batch.completion_mask[rows].sum(1)
+    rows = rows[torch.argsort(lengths, descending=True, stable=True)]
+    return rows[torch.argsort(seqs.batch.prompt_index[rows], stable=True)]
 
 
 def _unpadded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:

@@ -101,3 +101,16 @@ def test_bad_experiment_configs_are_refused(tmp_path):
     assert bridge_main(["experiment", "run", "--config", str(path)]) == 2
     path.write_text(yaml.safe_dump({"out_dir": "x", "sft_config": "a", "grpo_config": "b", "methods": {"v": {}}}))
     assert bridge_main(["experiment", "run", "--config", str(path), "--methods", "bridge"]) == 2
+
+
+def test_the_pipeline_is_reproducible_from_the_seed(tmp_path):
+    reports = []
+    for name in ("a", "b"):
+        config = micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path / name)
+        assert bridge_main(["experiment", "run", "--config", str(config)]) == 0
+        run = tmp_path / name / "out" / "vanilla" / "seed_0"
+        evals = [json.loads((run / stage / "eval.json").read_text())["splits"] for stage in ("sft_eval", "rft_eval")]
+        probe = json.loads((run / "probe.json").read_text())
+        reports.append(([{k: [r["predicted"] for r in s["rows"]] for k, s in e.items()} for e in evals],
+                        probe["histogram"]["alphas"], probe["influence"]["total"]))  # fmt: skip
+    assert reports[0] == reports[1]

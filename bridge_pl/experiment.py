@@ -174,10 +174,12 @@ class Runner:
 
     # ---------------------------------------------------------------------------------------- stages
     def shared_data(self) -> None:
+        """Write the RL, validation and test sets every method shares."""
         for name, split in self.config.sets.items():
             self._generate(self.out / "data" / name, ["--split", split])
 
     def base_model(self, seed: int) -> Path:
+        """The starting model of a seed: the configured directory, or a fresh tiny model initialised with the seed."""
         if self.config.base_model:
             return Path(self.config.base_model)
         path = self.out / "base_models" / f"seed_{seed}"
@@ -187,6 +189,7 @@ class Runner:
         return path
 
     def run_method(self, method: str, seed: int, base: Path) -> None:
+        """Every stage of one (method, seed) run whose output is missing."""
         run = self.out / method / f"seed_{seed}"
         data = self.out / "data" / f"sft_{method}"
         self._generate(data, ["--split", self.config.sft_split, *self.config.methods[method].generate_args()])

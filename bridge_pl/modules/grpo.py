@@ -324,13 +324,14 @@ class GRPOModule(L.LightningModule):
         self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig, seed: int
     ) -> list[list[Completion]]:
         """`n` completions of each prompt from the rollout engine, with the policy's current weights."""
-        if not self.engine._bound:
+        if not self.engine.bound:
             self.engine.bind(self.model, self.tokenizer, self.model_path)
             self.engine.mark_stale()  # the policy may hold resumed weights that the engine has not seen
         return self.engine.generate(prompt_ids, n, sampling, policy=self.model, seed=seed)
 
     def on_fit_start(self) -> None:
-        if self.engine._bound:
+        """Mark a bound engine stale: a resumed run pushes the restored weights before its first rollout."""
+        if self.engine.bound:
             self.engine.mark_stale()  # a resumed run: push the restored weights before the first rollout
 
     # ---------------------------------------------------------------------------------------- training
@@ -635,11 +636,13 @@ class GRPOModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the rollout-step count in the checkpoint."""
         checkpoint["grpo"] = {"rollout_step": self.rollout_step}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the rollout-step count; the engine must then take the restored weights."""
         self.rollout_step = checkpoint.get("grpo", {}).get("rollout_step", 0)
-        if self.engine._bound:
+        if self.engine.bound:
             self.engine.mark_stale()
 
     def on_train_end(self) -> None:

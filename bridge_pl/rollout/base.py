@@ -94,6 +94,11 @@ class RolloutEngine(ABC):
         self._bound = True
         self._stale = False
 
+    @property
+    def bound(self) -> bool:
+        """Whether `bind` has been called."""
+        return self._bound
+
     def mark_stale(self) -> None:
         """Record that the policy's weights changed (call after each optimizer step)."""
         self._stale = True

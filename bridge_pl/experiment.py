@@ -302,6 +302,7 @@ def _collect(config: ExperimentConfig, out: Path) -> dict[str, dict[str, Any]]:
             if (run / "probe.json").is_file():
                 probe = json.loads((run / "probe.json").read_text())
                 entry["probe"] = {k: probe[k] for k in ("histogram", "influence") if k in probe}
+                entry["probe"].get("influence", {}).pop("prompts", None)  # per-prompt values stay in probe.json
             entry["reward_curve"] = _reward_curve(out / "tb" / f"{method}_seed{seed}" / "grpo")
             runs[f"{method}/seed_{seed}"] = entry
     return runs
@@ -349,12 +350,12 @@ def _table(config: ExperimentConfig, runs: dict[str, dict[str, Any]]) -> dict[st
     return table
 
 
-def _cell(stats: dict[str, float] | None, scale: float = 100.0, signed: bool = False) -> str:
+def _cell(stats: dict[str, float] | None, scale: float = 100.0, fmt: str = ".1f") -> str:
+    """mean ± std (std only with several seeds) of a statistics dict, scaled, or a dash."""
     if stats is None:
         return "–"
-    sign = "+" if signed else ""
-    text = f"{scale * stats['mean']:{sign}.1f}"
-    return text + (f" ± {scale * stats['std']:.1f}" if stats["n"] > 1 else "")
+    text = f"{scale * stats['mean']:{fmt}}"
+    return text + (f" ± {scale * stats['std']:{fmt.lstrip('+')}}" if stats["n"] > 1 else "")
 
 
 def _markdown(config: ExperimentConfig, table: dict[str, dict[str, Any]], figures: dict[str, str]) -> str:
@@ -365,7 +366,8 @@ def _markdown(config: ExperimentConfig, table: dict[str, dict[str, Any]], figure
         f"# Experiment report ({len(config.seeds)} seed(s): {', '.join(map(str, config.seeds))})",
         "",
         "Strict-match greedy accuracy in % (mean ± std over seeds); Δ = RFT − SFT. P(0<α<1), E[√α(1−α)] and the "
-        "per-step influence (×1) are measured on the SFT model before RL.",
+        "per-step influence (mean I(q) over the probe prompts, per unit learning rate) are measured on the SFT model "
+        "before RL.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -373,10 +375,10 @@ def _markdown(config: ExperimentConfig, table: dict[str, dict[str, Any]], figure
     for method, row in table.items():
         cells = [method]
         for name in sets:
-            cells += [_cell(row[name]["sft"]), _cell(row[name]["rft"]), _cell(row[name]["gain"], signed=True)]
-        cells += [_cell(row["informative_mass"], 1.0), _cell(row["mean_sqrt_var"], 1.0),
-                  _cell(row["influence_total"], 1.0)]  # fmt: skip
-        lines.append("| " + " | ".join(cells).replace("1.0 ±", "1.0 ±") + " |")
+            cells += [_cell(row[name]["sft"]), _cell(row[name]["rft"]), _cell(row[name]["gain"], fmt="+.1f")]
+        cells += [_cell(row["informative_mass"], 1.0, ".2f"), _cell(row["mean_sqrt_var"], 1.0, ".3f"),
+                  _cell(row["influence_total"], 1.0, ".2e")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     for title, name in figures.items():
         lines += ["", f"![{title}]({name})"]
     return "\n".join(lines) + "\n"
@@ -389,7 +391,12 @@ def _figures(config: ExperimentConfig, out: Path, runs: dict[str, dict[str, Any]
     if not matplotlib_available():
         return {}
     from bridge_pl.analysis.accuracy import accuracy_histogram
-    from bridge_pl.analysis.plots import accuracy_figure, reward_curves_figure, save_figure
+    from bridge_pl.analysis.plots import (
+        accuracy_figure,
+        influence_comparison_figure,
+        reward_curves_figure,
+        save_figure,
+    )
 
     made = {}
     pooled = {}
@@ -403,6 +410,17 @@ def _figures(config: ExperimentConfig, out: Path, runs: dict[str, dict[str, Any]
             accuracy_figure(pooled, "Rollout accuracy of the SFT models (before RL)"), out / "alpha_histograms.png"
         )
         made["rollout accuracy before RL"] = "alpha_histograms.png"
+    influence = {}
+    for method in config.methods:
+        measured = [runs[f"{method}/seed_{s}"].get("probe", {}).get("influence") for s in config.seeds]
+        measured = [m for m in measured if m]
+        if measured:  # sum of I per bin, averaged over seeds
+            influence[method] = {b: {"influence_sum": sum(m["by_bin"][b]["influence_sum"] for m in measured)
+                                     / len(measured)} for b in measured[0]["by_bin"]}  # fmt: skip
+    if influence:
+        figure = influence_comparison_figure(influence, "Per-step influence of the SFT models by α bin")
+        save_figure(figure, out / "influence_by_bin.png")
+        made["per-step influence by rollout accuracy"] = "influence_by_bin.png"
     curves = {key: run["reward_curve"] for key, run in runs.items() if run["reward_curve"]}
     if curves:
         save_figure(reward_curves_figure(curves), out / "reward_curves.png")

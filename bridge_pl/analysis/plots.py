@@ -3,7 +3,8 @@
 * `accuracy_figure`: rollout-accuracy histograms of one or several models side by side (the paper's Fig. 1
   middle), bars per alpha bin;
 * `influence_figure`: per-step influence by alpha bin (the paper's Fig. 1 right): the sum of I(q) per bin, and
-  the mean K+ and K- per bin.
+  the mean K+ and K- per bin; `influence_comparison_figure`: the sums of several methods side by side;
+* `reward_curves_figure`: GRPO training reward of several runs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from typing import Any
 
 from bridge_pl.analysis.accuracy import BINS
 
-__all__ = ["accuracy_figure", "influence_figure", "matplotlib_available", "reward_curves_figure", "save_figure"]
+__all__ = [
+    "accuracy_figure",
+    "influence_comparison_figure",
+    "influence_figure",
+    "matplotlib_available",
+    "reward_curves_figure",
+    "save_figure",
+]
 
 
 def matplotlib_available() -> bool:
@@ -90,7 +98,7 @@ def reward_curves_figure(curves: dict[str, list[list[float]]], title: str = "GRP
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     colours: dict[str, str] = {}
-    for name, points in sorted(curves.items()):
+    for name, points in curves.items():  # in the given order: the colours follow the methods
         method = name.split("/")[0]
         steps, values = [p[0] for p in points], [p[1] for p in points]
         smooth = [sum(values[max(0, i - 4) : i + 1]) / len(values[max(0, i - 4) : i + 1]) for i in range(len(values))]
@@ -99,6 +107,24 @@ def reward_curves_figure(curves: dict[str, list[list[float]]], title: str = "GRP
         ax.plot(steps, smooth, color=colour, alpha=0.85, label=label)
     ax.set_xlabel("rollout step")
     ax.set_ylabel("mean reward (5-step average)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def influence_comparison_figure(by_method: dict[str, dict[str, dict[str, Any]]], title: str = "Per-step influence"):
+    """Grouped bars: Σ I(q) per alpha bin, one colour per method (each an `influence_by_bin` result)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    width = 0.8 / max(len(by_method), 1)
+    for k, (name, by_bin) in enumerate(by_method.items()):
+        xs = [i + (k - (len(by_method) - 1) / 2) * width for i in range(len(BINS))]
+        ax.bar(xs, [by_bin[b]["influence_sum"] for b in BINS], width=width, label=name)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(range(len(BINS)), BINS, fontsize=8)
+    ax.set_xlabel("rollout accuracy α of the probe prompt")
+    ax.set_ylabel("Σ I(q) over the bin's prompts")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -26,7 +26,8 @@ PAPER = {"qwen2.5-1.5b.yaml", "qwen2.5-3b.yaml", "llama-3.2-1b-instruct.yaml"}
 
 
 def test_every_config_is_covered():
-    covered = {p.resolve() for p in SFT_CONFIGS + TRAINER_CONFIGS + GRPO_CONFIGS}
+    experiments = sorted((CONFIGS / "experiments").glob("*.yaml"))  # run by tests/test_experiment.py
+    covered = {p.resolve() for p in SFT_CONFIGS + TRAINER_CONFIGS + GRPO_CONFIGS + experiments}
     assert covered == {p.resolve() for p in CONFIGS.rglob("*.yaml")}
     assert {p.name for p in SFT_CONFIGS} >= PAPER | {"tiny.yaml", "tiny_bridge.yaml"}
     assert {p.name for p in GRPO_CONFIGS} >= PAPER | {"tiny.yaml"}

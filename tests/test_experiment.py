@@ -106,6 +106,7 @@ def test_bad_experiment_configs_are_refused(tmp_path):
 def test_the_pipeline_is_reproducible_from_the_seed(tmp_path):
     reports = []
     for name in ("a", "b"):
+        (tmp_path / name).mkdir()
         config = micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path / name)
         assert bridge_main(["experiment", "run", "--config", str(config)]) == 0
         run = tmp_path / name / "out" / "vanilla" / "seed_0"

@@ -287,7 +287,7 @@ class GRPOModule(L.LightningModule):
         self.sampling_seed = sampling_seed
         self.save_hf_every_n_steps, self.hf_output_dir = save_hf_every_n_steps, hf_output_dir
         self.model: torch.nn.Module | None = None  # built in configure_model, where FSDP2 can shard it
-        self.ref_model: torch.nn.Module | None = None
+        self._reference = _Frozen(None)  # outside the module tree: not in checkpoints, reloaded from its path
         self.tokenizer = None
         self.rollout_step = 0  # rollout batches done (saved in checkpoints)
         self.last_rollout: RolloutRecord | None = None
@@ -302,16 +302,20 @@ class GRPOModule(L.LightningModule):
         model = load_module_policy(self, self.gradient_checkpointing)
         ref = None
         if self.loss.kl_coef > 0 and not (self.lora is not None and self.ref_model_path is None):
-            # Left in train mode (Lightning warns about eval-mode submodules) and put in eval mode where it is used.
             ref = load_model(self.ref_model_path or self.model_path, dtype=self.dtype_name,
-                             attn_implementation=self.attn_implementation).requires_grad_(False)  # fmt: skip
+                             attn_implementation=self.attn_implementation).requires_grad_(False).eval()  # fmt: skip
         if self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy):
             mesh = self.device_mesh["data_parallel"]
             fully_shard_decoder(model, mesh)
             if ref is not None:
                 fully_shard_decoder(ref, mesh)
-        self.model, self.ref_model = model.train(), ref
+        self.model, self._reference = model.train(), _Frozen(ref)
         self.tokenizer = load_tokenizer(self.model_path)
+
+    @property
+    def ref_model(self) -> torch.nn.Module | None:
+        """The frozen KL reference (None without a KL term, or with LoRA, whose base model is the reference)."""
+        return self._reference.module
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over the policy's trainable parameters and a per-optimizer-step schedule."""
@@ -330,7 +334,9 @@ class GRPOModule(L.LightningModule):
         return self.engine.generate(prompt_ids, n, sampling, policy=self.model, seed=seed)
 
     def on_fit_start(self) -> None:
-        """Mark a bound engine stale: a resumed run pushes the restored weights before its first rollout."""
+        """Put the reference on the policy's device and precision; a resumed run re-syncs a bound engine."""
+        if self.ref_model is not None:
+            self._reference = _Frozen(self.trainer.precision_plugin.convert_module(self.ref_model).to(self.device))
         if self.engine.bound:
             self.engine.mark_stale()  # a resumed run: push the restored weights before the first rollout
 
@@ -497,7 +503,6 @@ class GRPOModule(L.LightningModule):
 
     def _reference_logprobs(self, seqs: _Sequences) -> torch.Tensor:
         if self.ref_model is not None:
-            self.ref_model.eval()  # Lightning's train() reaches it too; the reference never uses dropout
             return self._logprobs_no_grad(self.ref_model, seqs)
         with self.model.disable_adapter():  # LoRA: the base model is the reference
             return self._logprobs_no_grad(self.model, seqs)
@@ -642,6 +647,9 @@ class GRPOModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the rollout-step count; the engine must then take the restored weights."""
         self.rollout_step = checkpoint.get("grpo", {}).get("rollout_step", 0)
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("ref_model.")]:  # checkpoints written before the reference
+            del state[key]  # left the module tree; it is reloaded from its path
         if self.engine.bound:
             self.engine.mark_stale()
 
@@ -652,6 +660,13 @@ class GRPOModule(L.LightningModule):
     def save_hf(self, out_dir: str | Path) -> Path:
         """Write the policy (LoRA merged) and tokenizer to `out_dir`; collective under FSDP2, rank 0 writes."""
         return save_hf_model(self, out_dir, rebuild=lambda: load_module_policy(self, gradient_checkpointing=False))
+
+
+class _Frozen:
+    """Holds a module outside its owner's module tree: Lightning neither checkpoints, moves nor mode-switches it."""
+
+    def __init__(self, module: torch.nn.Module | None) -> None:
+        self.module = module
 
 
 def _group_order(seqs: _Sequences, rows: torch.Tensor) -> torch.Tensor:

@@ -192,6 +192,10 @@ def test_resume_continues_the_rollout_count_and_optimizer(model_dir, prompts_dir
     resumed = trainer(tmp_path, max_steps=3)
     resumed.fit(resumed_module, datamodule=data(model_dir, prompts_dir), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert resumed_module.rollout_step == 3 and resumed.global_step == 3
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
+    assert saved and not any(key.startswith("ref_model") for key in saved)  # the frozen reference is not stored
+    reference = load_model(model_dir).state_dict()  # ... but reloaded from its path, unchanged by training
+    assert all(torch.equal(v, reference[k]) for k, v in resumed_module.ref_model.state_dict().items())
     state = resumed.optimizers[0].state_dict()["state"]
     assert not torch.equal(state[0]["exp_avg"], exp_avg[0])  # restored, then stepped once more
     assert int(state[0]["step"]) == 3

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from bridge_pl.data.collate import pad_left
 from bridge_pl.models.model_io import cache_keyword
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig, cut_at_stop
+from bridge_pl.rollout.kv_cache import reserved_cache
 
 __all__ = ["HFEngine"]
 
@@ -72,7 +73,8 @@ class HFEngine(RolloutEngine):
         pad_id = _pad_id(tokenizer, model)
         input_ids = pad_left(rows, pad_id).to(device)  # (B, P)
         attention_mask = pad_left([[1] * len(r) for r in rows], 0).to(device)  # (B, P)
-        cache = self._prefill(rows, pad_id, device)
+        capacity = input_ids.shape[1] + sampling.max_new_tokens
+        cache = self._prefill(rows, pad_id, device, capacity)
         kwargs: dict[str, Any] = {"do_sample": not sampling.greedy, "max_new_tokens": sampling.max_new_tokens}
         if not sampling.greedy:
             kwargs |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k or None}
@@ -102,21 +104,24 @@ class HFEngine(RolloutEngine):
             completions.append(Completion(kept, text, finish, logprobs))
         return completions
 
-    def _prefill(self, rows: list[list[int]], pad_id: int, device: torch.device) -> Any:
-        """KV cache of every row's prompt but its last token, each distinct prompt computed once (None: no gain).
+    def _prefill(self, rows: list[list[int]], pad_id: int, device: torch.device, capacity: int) -> Any:
+        """The KV cache ``generate`` starts from: `capacity` positions reserved, shared prompts computed once.
 
-        A GRPO batch holds N copies of each prompt: their prefill is shared, then the cache is indexed per row,
-        and ``generate`` goes on from the last prompt token.
+        A GRPO batch holds N copies of each prompt: their prefill (every prompt token but the last) is computed
+        once, then the cache is indexed per row, and ``generate`` goes on from the last prompt token. Without
+        copies the cache is empty and ``generate`` fills it. None where transformers has no layered cache.
         """
+        cache = reserved_cache(self.policy, capacity)
         distinct: dict[tuple[int, ...], int] = {}
         index = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
         if len(distinct) == len(rows) or min(len(r) for r in rows) < 2:
-            return None
+            return cache
         unique = [list(r) for r in distinct]
         ids = pad_left(unique, pad_id).to(device)[:, :-1]  # (U, P - 1): left padding keeps every last token last
         mask = pad_left([[1] * len(r) for r in unique], 0).to(device)[:, :-1]
         positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)  # as generate numbers left-padded prompts
-        out = self.policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        kwargs = {} if cache is None else {cache_keyword(): cache}
+        out = self.policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
         cache = out["cache"] if "cache" in out else out["past_key_values"]
         cache.batch_select_indices(torch.tensor(index, device=device))
         return cache

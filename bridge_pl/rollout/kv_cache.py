@@ -73,8 +73,8 @@ if DynamicLayer is not None:
             return self.keys, self.values
 
         def crop(self, tokens_to_remove: int) -> None:
-            super().crop(tokens_to_remove)
-            if self.is_initialized:
+            if self.is_initialized:  # (older transformers crop uninitialized layers too, and fail)
+                super().crop(tokens_to_remove)
                 self._length = self.keys.shape[-2]
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:

@@ -19,6 +19,8 @@ from bridge_pl.rollout.kv_cache import reserved_cache
 
 __all__ = ["HFEngine"]
 
+RESERVED_NEW_TOKENS = 512  # KV positions reserved for new tokens up front (doubling past it)
+
 
 class HFEngine(RolloutEngine):
     """Rollouts from transformers ``generate`` on the policy module (no second copy of the weights).
@@ -73,8 +75,10 @@ class HFEngine(RolloutEngine):
         pad_id = _pad_id(tokenizer, model)
         input_ids = pad_left(rows, pad_id).to(device)  # (B, P)
         attention_mask = pad_left([[1] * len(r) for r in rows], 0).to(device)  # (B, P)
-        capacity = input_ids.shape[1] + sampling.max_new_tokens
-        cache = self._prefill(rows, pad_id, device, capacity)
+        synced = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        # Room for the prompt and the first RESERVED_NEW_TOKENS tokens; a longer completion doubles the buffers.
+        capacity = input_ids.shape[1] + min(sampling.max_new_tokens, RESERVED_NEW_TOKENS)
+        cache = self._prefill(rows, pad_id, device, capacity, synced)
         kwargs: dict[str, Any] = {"do_sample": not sampling.greedy, "max_new_tokens": sampling.max_new_tokens}
         if not sampling.greedy:
             kwargs |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k or None}
@@ -91,7 +95,7 @@ class HFEngine(RolloutEngine):
             eos_token_id=sorted(eos | stop_tokens),  # a one-token stop string stops like eos: cheaper than matching
             return_dict_in_generate=True,
             output_scores=self.return_logprobs,
-            synced_gpus=dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1,
+            synced_gpus=synced,
             **({} if cache is None else {cache_keyword(): cache}),
             **kwargs,
         )
@@ -104,17 +108,23 @@ class HFEngine(RolloutEngine):
             completions.append(Completion(kept, text, finish, logprobs))
         return completions
 
-    def _prefill(self, rows: list[list[int]], pad_id: int, device: torch.device, capacity: int) -> Any:
+    def _prefill(self, rows: list[list[int]], pad_id: int, device: torch.device, capacity: int, synced: bool) -> Any:
         """The KV cache ``generate`` starts from: `capacity` positions reserved, shared prompts computed once.
 
         A GRPO batch holds N copies of each prompt: their prefill (every prompt token but the last) is computed
         once, then the cache is indexed per row, and ``generate`` goes on from the last prompt token. Without
         copies the cache is empty and ``generate`` fills it. None where transformers has no layered cache.
+        Under FSDP2 (`synced`) every rank takes the same path, since the prefill forward gathers parameters.
         """
         cache = reserved_cache(self.policy, capacity)
         distinct: dict[tuple[int, ...], int] = {}
         index = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
-        if len(distinct) == len(rows) or min(len(r) for r in rows) < 2:
+        prefill = min(len(r) for r in rows) >= 2 and (synced or len(distinct) < len(rows))
+        if synced:
+            flag = torch.tensor(float(prefill), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            prefill = bool(flag)
+        if not prefill:
             return cache
         unique = [list(r) for r in distinct]
         ids = pad_left(unique, pad_id).to(device)[:, :-1]  # (U, P - 1): left padding keeps every last token last

@@ -26,6 +26,8 @@ def reserved_cache(model: Any, capacity: int) -> Any:
     config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
     if DynamicLayer is None or not _full_attention_only(config):
         return None  # sliding-window layers keep transformers' own cache
+    if getattr(getattr(model, "generation_config", None), "cache_implementation", None):
+        return None  # generate refuses a cache object next to a configured cache_implementation
     return ReservedCache(config.num_hidden_layers, capacity)
 
 

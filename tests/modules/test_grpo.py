@@ -188,12 +188,15 @@ def test_resume_continues_the_rollout_count_and_optimizer(model_dir, prompts_dir
     module = make()
     first.fit(module, datamodule=data(model_dir, prompts_dir))
     exp_avg = {k: v["exp_avg"].clone() for k, v in first.optimizers[0].state_dict()["state"].items()}
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    old = dict(saved, state_dict=dict(saved["state_dict"]))  # as written before the reference left the module tree
+    old["state_dict"] |= {"ref_model." + k[len("model.") :]: v for k, v in saved["state_dict"].items()}
+    torch.save(old, tmp_path / "old.ckpt")
     resumed_module = make()
     resumed = trainer(tmp_path, max_steps=3)
-    resumed.fit(resumed_module, datamodule=data(model_dir, prompts_dir), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    resumed.fit(resumed_module, datamodule=data(model_dir, prompts_dir), ckpt_path=str(tmp_path / "old.ckpt"))
     assert resumed_module.rollout_step == 3 and resumed.global_step == 3
-    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
-    assert saved and not any(key.startswith("ref_model") for key in saved)  # the frozen reference is not stored
+    assert saved["state_dict"] and not any(key.startswith("ref_model") for key in saved["state_dict"])  # not stored
     reference = load_model(model_dir).state_dict()  # ... but reloaded from its path, unchanged by training
     assert all(torch.equal(v, reference[k]) for k, v in resumed_module.ref_model.state_dict().items())
     state = resumed.optimizers[0].state_dict()["state"]

@@ -50,11 +50,11 @@ def accuracy_figure(histograms: dict[str, dict[str, Any]], title: str = "Rollout
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    width = 0.8 / max(len(histograms), 1)
-    for k, (name, hist) in enumerate(histograms.items()):
-        xs = [i + (k - (len(histograms) - 1) / 2) * width for i in range(len(BINS))]
-        label = f"{name} (P(0<α<1) = {hist['informative_mass']:.2f})"
-        ax.bar(xs, [hist["fractions"][b] for b in BINS], width=width, label=label)
+    _grouped_bars(
+        ax,
+        {f"{name} (P(0<α<1) = {hist['informative_mass']:.2f})": [hist["fractions"][b] for b in BINS]
+         for name, hist in histograms.items()},
+    )  # fmt: skip
     ax.set_xticks(range(len(BINS)), [f"α={b}" if b in ("0", "1") else b for b in BINS], fontsize=8)
     ax.set_ylabel("fraction of prompts")
     ax.set_xlabel("rollout accuracy α (share of correct rollouts)")
@@ -117,10 +117,7 @@ def influence_comparison_figure(by_method: dict[str, dict[str, dict[str, Any]]],
     """Grouped bars: Σ I(q) per alpha bin, one colour per method (each an `influence_by_bin` result)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    width = 0.8 / max(len(by_method), 1)
-    for k, (name, by_bin) in enumerate(by_method.items()):
-        xs = [i + (k - (len(by_method) - 1) / 2) * width for i in range(len(BINS))]
-        ax.bar(xs, [by_bin[b]["influence_sum"] for b in BINS], width=width, label=name)
+    _grouped_bars(ax, {name: [by_bin[b]["influence_sum"] for b in BINS] for name, by_bin in by_method.items()})
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xticks(range(len(BINS)), BINS, fontsize=8)
     ax.set_xlabel("rollout accuracy α of the probe prompt")
@@ -129,3 +126,11 @@ def influence_comparison_figure(by_method: dict[str, dict[str, dict[str, Any]]],
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _grouped_bars(ax: Any, series: dict[str, list[float]]) -> None:
+    """One bar per alpha bin for each labelled series, the series side by side within each bin."""
+    width = 0.8 / max(len(series), 1)
+    for k, (label, heights) in enumerate(series.items()):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(BINS))]
+        ax.bar(xs, heights, width=width, label=label)

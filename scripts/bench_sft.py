@@ -1,12 +1,13 @@
 """SFT training throughput: SFTModule + SFTDataModule (Lightning) against a plain transformers.Trainer.
 
-Both train the same fresh tiny model on the same tokenized conversations, fp32, same batch size, learning rate,
-optimizer, clipping and thread count; the figure is real (non-pad) tokens per second over the steps after
-warm-up, wall clock between optimizer steps (data loading included). transformers.Trainer uses its defaults:
-random batches padded by DataCollatorForLanguageModeling(mlm=False).
+Both train the same fresh tiny model on the same tokenized conversations, in the same precision (fp32, or bf16
+autocast over fp32 weights), same batch size, learning rate, optimizer, clipping and thread count; the figure is
+real (non-pad) tokens per second over the steps after warm-up, wall clock between optimizer steps (data loading
+included). transformers.Trainer uses its defaults: random batches padded by DataCollatorForLanguageModeling(mlm=False).
 
     python scripts/bench_sft.py                      # 512 BRIDGE conversations, max_length 1024, batch 8
     python scripts/bench_sft.py --batching pack --steps 40
+    python scripts/bench_sft.py --precision bf16-mixed   # bf16 autocast on both sides
 """
 
 from __future__ import annotations
@@ -70,9 +71,9 @@ def bench_lightning(model_dir: Path, data: SFTDataModule, args: argparse.Namespa
     module = SFTModule(str(model_dir), optimizer=OptimizerConfig(lr=args.lr), hf_output_dir=str(out / "ours"))
     clock = StepClock()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision="32-true", max_steps=args.warmup + args.steps, gradient_clip_val=1.0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, callbacks=[LightningClock(clock)],
+        accelerator="cpu", devices=1, precision=args.precision, max_steps=args.warmup + args.steps,
+        gradient_clip_val=1.0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, callbacks=[LightningClock(clock)],
     )  # fmt: skip
     trainer.fit(module, datamodule=data)
     return clock.rate(args.warmup)
@@ -95,7 +96,7 @@ def bench_transformers(
         output_dir=str(out / "hf"), per_device_train_batch_size=args.batch_size, learning_rate=args.lr,
         lr_scheduler_type="constant", adam_beta2=0.95, weight_decay=0.01, max_grad_norm=1.0,
         max_steps=args.warmup + args.steps, logging_strategy="no", save_strategy="no", report_to=[], use_cpu=True,
-        dataloader_num_workers=0, seed=0, disable_tqdm=True,
+        bf16=args.precision == "bf16-mixed", dataloader_num_workers=0, seed=0, disable_tqdm=True,
     )  # fmt: skip
     model, callbacks = load_model(model_dir), [TransformersClock(clock)]
     trainer = Trainer(model, training_args, train_dataset=examples, data_collator=collate, callbacks=callbacks)
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--preset", default="llama-3m")
     parser.add_argument("--batching", default="bucket", choices=["bucket", "pack", "pad"])
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(tempfile.mkdtemp(prefix="bench_sft_"))
@@ -134,7 +136,8 @@ def main() -> None:
     print(f"SFTModule + SFTDataModule ({args.batching}): {ours:8.0f} real tokens/s")
     print(f"transformers.Trainer (padding collator):   {theirs:8.0f} real tokens/s")
     real, their_real = data.stats["real_token_fraction"], sum(clock.tokens) / sum(clock.padded)
-    print(f"ratio: {ours / theirs:.2f}x  ({args.preset}, batch {args.batch_size}, {args.steps} steps, fp32,")
+    setting = f"{args.preset}, batch {args.batch_size}, {args.steps} steps, {args.precision}"
+    print(f"ratio: {ours / theirs:.2f}x  ({setting},")
     print(f"{args.threads} threads; real-token share of the batches: ours {real:.2f}, transformers {their_real:.2f})")
 
 

@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 DTypeName = Literal["float32", "bfloat16", "float16", "auto"]
+# transformers' attention kernels; flash_attention_2 needs the flash-attn package (GPU), and runs packed SFT rows
+# padding-free (variable-length kernel over the position ids).
+AttnImplementation = Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"]
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MISSING_MODEL_HINT = "run `bridge model init --out DIR` or pass a local Hugging Face model directory"
 
@@ -188,7 +191,7 @@ def load_model(
     path: str | os.PathLike,
     *,
     dtype: DTypeName = "float32",
-    attn_implementation: Literal["sdpa", "eager"] | None = "sdpa",
+    attn_implementation: AttnImplementation | None = "sdpa",
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
 ) -> PreTrainedModel:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
-from bridge_pl.models.model_io import load_model, load_tokenizer
+from bridge_pl.models.model_io import AttnImplementation, load_model, load_tokenizer
 from bridge_pl.modules.advantages import AdvantageScale, group_advantages, zero_std_groups
 from bridge_pl.modules.losses import (
     Aggregation,
@@ -48,6 +48,7 @@ from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_opti
 from bridge_pl.modules.parallel import fully_shard_decoder
 from bridge_pl.modules.policy import (
     LoraConfig,
+    adopt_data_chat_template,
     hf_output_dir,
     load_module_policy,
     model_path_problems,
@@ -237,7 +238,9 @@ class GRPOModule(L.LightningModule):
         ref_model_path: Reference model for the KL term (default: model_path; with LoRA the base model with
             adapters disabled, so no second copy is loaded).
         dtype: Dtype of the policy's master weights (float32 with ``trainer.precision: bf16-mixed`` on GPUs).
-        attn_implementation: Attention kernel ("sdpa" or "eager"); None lets transformers choose.
+        attn_implementation: Attention kernel ("sdpa", "eager", "flash_attention_2", ...); None lets transformers
+            choose.
+        trust_remote_code: Allow modelling and tokenizer code shipped inside the model directory.
         gradient_checkpointing: Recompute activations in the backward pass.
         lora: Train LoRA adapters instead of all weights (None: full fine-tuning, as in the paper).
         engine: The rollout engine (default `HFEngine`); `bridge_pl.rollout.VLLMEngine` on GPUs.
@@ -259,7 +262,8 @@ class GRPOModule(L.LightningModule):
         model_path: str,
         ref_model_path: str | None = None,
         dtype: Literal["float32", "bfloat16"] = "float32",
-        attn_implementation: Literal["sdpa", "eager"] | None = "sdpa",
+        attn_implementation: AttnImplementation | None = "sdpa",
+        trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
         lora: LoraConfig | None = None,
         engine: RolloutEngine | None = None,
@@ -280,6 +284,7 @@ class GRPOModule(L.LightningModule):
         self.automatic_optimization = False
         self.model_path, self.ref_model_path = model_path, ref_model_path
         self.dtype_name, self.attn_implementation = dtype, attn_implementation
+        self.trust_remote_code = trust_remote_code
         self.gradient_checkpointing, self.lora = gradient_checkpointing, lora
         self.engine = engine if engine is not None else HFEngine()
         self.rollout, self.loss, self.update = rollout, loss, update
@@ -303,14 +308,16 @@ class GRPOModule(L.LightningModule):
         ref = None
         if self.loss.kl_coef > 0 and not (self.lora is not None and self.ref_model_path is None):
             ref = load_model(self.ref_model_path or self.model_path, dtype=self.dtype_name,
-                             attn_implementation=self.attn_implementation).requires_grad_(False).eval()  # fmt: skip
+                             attn_implementation=self.attn_implementation,
+                             trust_remote_code=self.trust_remote_code).requires_grad_(False).eval()  # fmt: skip
         if self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy):
             mesh = self.device_mesh["data_parallel"]
             fully_shard_decoder(model, mesh)
             if ref is not None:
                 fully_shard_decoder(ref, mesh)
         self.model, self._reference = model.train(), _Frozen(ref)
-        self.tokenizer = load_tokenizer(self.model_path)
+        self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=self.trust_remote_code)
+        adopt_data_chat_template(self)
 
     @property
     def ref_model(self) -> torch.nn.Module | None:
@@ -343,7 +350,7 @@ class GRPOModule(L.LightningModule):
     # ---------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Rollout, score, advantages, then ppo_epochs x mini_batches optimizer steps."""
-        start = time.perf_counter()
+        start, steps_before = time.perf_counter(), self.trainer.global_step
         prompt_ids = _unpadded(batch["input_ids"], batch["attention_mask"])
         groups = self.sample(prompt_ids, self.rollout.num_generations, self.rollout.sampling(), self._rollout_seed())
         rolled = time.perf_counter()
@@ -355,9 +362,9 @@ class GRPOModule(L.LightningModule):
         self.last_rollout = self._record(batch, groups, rewards, correct, advantages)
         self._log_step(sequences, rewards, correct, groups, update_stats, (start, rolled, done))
         self.rollout_step += 1
-        every = self.save_hf_every_n_steps
-        if every and self.trainer.global_step % every == 0:
-            self.save_hf(Path(hf_output_dir(self)) / f"step_{self.trainer.global_step}")
+        every, step = self.save_hf_every_n_steps, self.trainer.global_step
+        if every and step // every > steps_before // every:  # a multiple of `every` was reached in this batch
+            self.save_hf(Path(hf_output_dir(self)) / f"step_{step}")
 
     def _rollout_seed(self) -> int:
         """The sampling seed of this rank's current rollout step (distinct per seed, rank and step)."""

@@ -75,12 +75,17 @@ def load_policy(
     *,
     dtype: str = "float32",
     attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
     lora: LoraConfig | None = None,
 ) -> torch.nn.Module:
     """The model of `model_path` in train mode, with LoRA adapters when `lora` is given."""
     model = load_model(
-        model_path, dtype=dtype, attn_implementation=attn_implementation, gradient_checkpointing=gradient_checkpointing
+        model_path,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        gradient_checkpointing=gradient_checkpointing,
     )
     if lora is None:
         return model
@@ -88,14 +93,28 @@ def load_policy(
 
 
 def load_module_policy(pl_module: L.LightningModule, gradient_checkpointing: bool) -> torch.nn.Module:
-    """`load_policy` with the module's own settings (model_path, dtype_name, attn_implementation, lora)."""
+    """`load_policy` with the module's own settings (model_path, dtype_name, attn_implementation, lora, ...)."""
     return load_policy(
         pl_module.model_path,
         dtype=pl_module.dtype_name,
         attn_implementation=pl_module.attn_implementation,
+        trust_remote_code=pl_module.trust_remote_code,
         gradient_checkpointing=gradient_checkpointing,
         lora=pl_module.lora,
     )
+
+
+def adopt_data_chat_template(pl_module: L.LightningModule) -> None:
+    """Give the module's tokenizer the chat template its data module renders with, so exports carry it.
+
+    A data module may replace the model directory's template (``chat_template: llama-minimal``); the model
+    is then trained on that template, and evaluation, vLLM and later stages must render prompts with it.
+    """
+    trainer = pl_module._trainer
+    data_tokenizer = getattr(trainer.datamodule if trainer is not None else None, "tokenizer", None)
+    template = getattr(data_tokenizer, "chat_template", None)
+    if template and template != getattr(pl_module.tokenizer, "chat_template", None):
+        pl_module.tokenizer.chat_template = template
 
 
 def hf_output_dir(pl_module: L.LightningModule) -> str:

@@ -121,7 +121,7 @@ def _logits_whole(model: torch.nn.Module, batch: CompletionBatch, rows: torch.Te
     input_ids = torch.cat([prompt_ids, batch.completion_ids[rows, :width]], dim=1)
     attention_mask = torch.cat([prompt_mask[:, -keep:], batch.completion_mask[rows, :width].long()], dim=1)
     return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
-                 logits_to_keep=width + 1).logits[:, :-1]  # fmt: skip
+                 logits_to_keep=width + 1, use_cache=False).logits[:, :-1]  # fmt: skip
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
 from bridge_pl.data.collate import IGNORE_INDEX
-from bridge_pl.models.model_io import load_tokenizer
+from bridge_pl.models.model_io import AttnImplementation, load_tokenizer
 from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 from bridge_pl.modules.parallel import fully_shard_decoder
 from bridge_pl.modules.policy import (
     LoraConfig,
+    adopt_data_chat_template,
     hf_output_dir,
     load_module_policy,
     model_path_problems,
@@ -54,7 +55,9 @@ class SFTModule(L.LightningModule):
             tokenizer. `bridge model init --out DIR` writes the tiny embedded default.
         dtype: Dtype of the master weights. Keep float32 and use ``trainer.precision: bf16-mixed`` for bf16
             compute (the paper's set-up); bfloat16 halves the memory of weights and optimizer state.
-        attn_implementation: Attention kernel ("sdpa" or "eager"); None lets transformers choose.
+        attn_implementation: Attention kernel ("sdpa", "eager", "flash_attention_2", ...); None lets transformers
+            choose. With flash_attention_2, ``batching: pack`` trains padding-free (variable-length kernel).
+        trust_remote_code: Allow modelling and tokenizer code shipped inside the model directory.
         gradient_checkpointing: Recompute activations in the backward pass (transformers' own, per decoder
             layer). Leave False under an FSDP strategy that sets ``activation_checkpointing_policy``.
         lora: Train LoRA adapters instead of all weights (None: full fine-tuning, as in the paper).
@@ -71,7 +74,8 @@ class SFTModule(L.LightningModule):
         self,
         model_path: str,
         dtype: Literal["float32", "bfloat16"] = "float32",
-        attn_implementation: Literal["sdpa", "eager"] | None = "sdpa",
+        attn_implementation: AttnImplementation | None = "sdpa",
+        trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
         lora: LoraConfig | None = None,
         optimizer: OptimizerConfig = OptimizerConfig(),  # noqa: B008 (frozen: a shared default is safe)
@@ -87,6 +91,7 @@ class SFTModule(L.LightningModule):
         self.model_path = model_path
         self.dtype_name = dtype
         self.attn_implementation = attn_implementation
+        self.trust_remote_code = trust_remote_code
         self.gradient_checkpointing = gradient_checkpointing
         self.lora = lora
         self.optimizer_config = optimizer
@@ -108,7 +113,8 @@ class SFTModule(L.LightningModule):
         if self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy):
             fully_shard_decoder(model, self.device_mesh["data_parallel"])
         self.model = model.train()  # from_pretrained returns eval mode (dropout off) and Lightning keeps it
-        self.tokenizer = load_tokenizer(self.model_path)
+        self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=self.trust_remote_code)
+        adopt_data_chat_template(self)
 
     def forward(
         self,
@@ -122,11 +128,13 @@ class SFTModule(L.LightningModule):
         builds a block-diagonal causal mask, so packed sequences do not see each other. A right-padded batch
         also goes without its mask: under causal attention a real token only sees earlier, real tokens, so
         the mask changes nothing that carries loss, and without it attention runs the fused causal kernel
-        instead of materialising a (B, 1, T, T) mask.
+        instead of materialising a (B, 1, T, T) mask. No KV cache is built: transformers derives the packed mask
+        only without one (with a cache, packed sequences would attend to those before them in the row).
         """
         if position_ids is not None or (attention_mask is not None and _is_right_padded(attention_mask)):
             attention_mask = None
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        return out.logits
 
     # ---------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -198,7 +206,8 @@ class SFTModule(L.LightningModule):
         self.log("train/tokens_per_sec", rate, batch_size=size, sync_dist=True, reduce_fx="sum")
         every = self.save_hf_every_n_steps
         step = self.trainer.global_step
-        if every and step % every == 0 and step != self._last_hf_step:  # once per optimizer step, not micro-batch
+        # once per optimizer step, not micro-batch; never at step 0 (accumulating micro-batches: nothing trained yet)
+        if every and step and step % every == 0 and step != self._last_hf_step:
             self._last_hf_step = step
             self.save_hf(Path(hf_output_dir(self)) / f"step_{step}")
 

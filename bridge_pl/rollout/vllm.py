@@ -66,6 +66,8 @@ class VLLMEngine(RolloutEngine):
         seed: Engine seed (each rank adds its rank); per-call sampling seeds come from the trainer.
         weight_push: "reload" (vLLM's in-place `reload_weights`, the only path that works on CPU) or
             "load_weights" (the model's own `load_weights`, TRL's colocate path, CUDA only).
+        trust_remote_code: Allow modelling code shipped inside the model directory (as the policy's
+            ``trust_remote_code``).
 
     Example::
 
@@ -90,6 +92,7 @@ class VLLMEngine(RolloutEngine):
         sleep_level: Literal[1, 2] = 1,
         seed: int = 0,
         weight_push: Literal["reload", "load_weights"] = "reload",
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         issues = []
@@ -115,6 +118,7 @@ class VLLMEngine(RolloutEngine):
         self.sleep_level = sleep_level
         self.seed = seed
         self.weight_push = weight_push
+        self.trust_remote_code = trust_remote_code
         self.llm: Any = None
         self._sleeping: set[str] = set()  # what sleep mode has released: "weights", "kv_cache"
 
@@ -137,6 +141,7 @@ class VLLMEngine(RolloutEngine):
             "enforce_eager": self.enforce_eager or not on_gpu,
             "enable_prefix_caching": self.enable_prefix_caching,
             "enable_sleep_mode": self.enable_sleep_mode,
+            "trust_remote_code": self.trust_remote_code,
             "logprobs_mode": "processed_logprobs",  # log-probs of the tempered distribution the tokens came from
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "kv_cache_memory_bytes": self.kv_cache_memory_bytes or (None if on_gpu else CPU_KV_CACHE_BYTES),

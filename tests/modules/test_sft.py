@@ -13,8 +13,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bridge_pl.cli import main as bridge_main
+from bridge_pl.data.collate import pack_examples, sft_collate
 from bridge_pl.data.datamodules import SFTDataModule
-from bridge_pl.models.model_io import init_model_dir, load_model
+from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
+from bridge_pl.models.tokenizer import LLAMA_MINIMAL_TEMPLATE
 from bridge_pl.modules import LoraConfig, OptimizerConfig, SchedulerConfig, SFTModule, token_cross_entropy
 from bridge_pl.modules.optim import lr_multiplier
 
@@ -146,6 +148,23 @@ def test_right_padded_batches_drop_the_mask_without_changing_the_loss(model_dir)
     assert float(total) == pytest.approx(float(reference[0]), rel=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_sequences_do_not_see_each_other(model_dir, attention):
+    module = SFTModule(str(model_dir), attn_implementation=attention)
+    module.configure_model()
+    module.train()  # training mode, where transformers would otherwise build a KV cache
+    torch.manual_seed(0)
+    first, second = torch.randint(10, 500, (7,)).tolist(), torch.randint(10, 500, (5,)).tolist()
+    rows = pack_examples([{"input_ids": first, "labels": first}, {"input_ids": second, "labels": second}], 16)
+    batch = sft_collate(rows, pad_id=0)
+    assert batch["input_ids"].shape == (1, 12)  # one row holding both documents
+    with torch.no_grad():
+        packed = module(batch["input_ids"], batch["attention_mask"], batch["position_ids"])[0]
+        alone = [module(torch.tensor([ids]))[0] for ids in (first, second)]
+    torch.testing.assert_close(packed[:7], alone[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(packed[7:], alone[1], rtol=1e-4, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------------ a real fit
 def test_fit_lowers_the_loss_and_changes_every_weight(fitted, model_dir):
     trainer, module, before, after = fitted
@@ -180,6 +199,17 @@ def test_fit_writes_loadable_hugging_face_directories(fitted):
         assert torch.equal(loaded.state_dict()[key], value), key
     assert sorted(p.name for p in hf_dir.glob("step_*")) == ["step_3", "step_6"]
     assert (hf_dir / "step_3" / "model.safetensors").is_file()
+
+
+def test_accumulated_fit_exports_the_data_chat_template_and_saves_no_untrained_step(tmp_path, model_dir, sft_dir):
+    module = fast_module(model_dir, save_hf_every_n_steps=1, hf_output_dir=str(tmp_path / "out"))
+    data = make_data(model_dir, sft_dir, chat_template="llama-minimal")
+    trainer = make_trainer(tmp_path, max_steps=2, accumulate_grad_batches=2, limit_val_batches=0)
+    trainer.fit(module, datamodule=data)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("step_*")) == ["step_1", "step_2"]  # no step_0: nothing trained yet
+    for directory in (out, out / "step_1"):  # the template the model was trained on, not the directory's own
+        assert load_tokenizer(directory).chat_template == LLAMA_MINIMAL_TEMPLATE
 
 
 # ------------------------------------------------------------------------------------------------ resume

@@ -9,17 +9,24 @@
 `model:` and `data:` are ``class_path``/``init_args`` blocks (any LightningModule / LightningDataModule), so
 configs swap modules without code changes. The data module's ``tokenizer_path`` follows the model's
 ``model_path`` (linked), so a config names the model directory once. A bad key or value is reported by
-jsonargparse before anything is loaded, and the resolved config is saved as ``config.yaml`` in the run's
-log directory (``runs/<name>/version_<n>/``).
+jsonargparse before anything is loaded, and bad data (a missing file, a malformed row) before the trainer
+writes anything; the resolved config is saved as ``config.yaml`` in the run's log directory
+(``runs/<name>/version_<n>/``). With ``--ckpt_path`` the run resumes with the config as given (LightningCLI
+would replace ``model.*`` by the checkpoint's settings); each model setting that differs from the checkpoint's
+is named in a warning.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 __all__ = ["BridgeCLI", "build_cli", "main"]
 
@@ -38,6 +45,78 @@ class BridgeCLI(LightningCLI):
         except ValueError as err:
             print(f"bridge: error: {_root_cause(err)}", file=sys.stderr)
             raise SystemExit(2) from err
+
+    def before_fit(self) -> None:
+        """Read and check the training data before the trainer creates run directories."""
+        self._check_data("fit")
+
+    def before_validate(self) -> None:
+        """Read and check the validation data before the trainer creates run directories."""
+        self._check_data("validate")
+
+    def before_test(self) -> None:
+        """Read and check the test data before the trainer creates run directories."""
+        self._check_data("test")
+
+    def _check_data(self, stage: str) -> None:
+        """Set the data module up for `stage` (its setup runs once); a data error exits with status 2, no traceback.
+
+        The bridge-pl data modules read, check and tokenize in ``setup`` without needing the trainer, and
+        return at once when the trainer calls it again.
+        """
+        if self.datamodule is None:
+            return
+        try:
+            self.datamodule.setup(stage)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"bridge: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from err
+
+    def _parse_ckpt_path(self) -> None:
+        """Resume with the config as given, warning about each model setting that differs from the checkpoint's.
+
+        LightningCLI's own version replaces ``model.*`` by the checkpoint's hyper-parameters, so what the
+        command line changed (a new ``hf_output_dir``, say) would be dropped without a word.
+        """
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not (ckpt_path and Path(ckpt_path).is_file()):
+            return
+        saved = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {})
+        saved.pop("_instantiator", None)
+        model = self.config[subcommand].get("model")
+        if not saved or model is None:
+            return
+        current = model.as_dict() if hasattr(model, "as_dict") else dict(model)
+        saved_class = saved.pop("_class_path", None)
+        if saved_class and saved_class != current.get("class_path"):
+            rank_zero_warn(
+                f"--ckpt_path {ckpt_path}: the checkpoint was written by {saved_class}, the config builds "
+                f"{current.get('class_path')}"
+            )
+        given = _flatten(current.get("init_args") or {})
+        for key, value in _flatten(saved).items():
+            if key in given and _plain(given[key]) != _plain(value):
+                rank_zero_warn(
+                    f"--ckpt_path {ckpt_path}: model.init_args.{key} is {given[key]!r} here but {value!r} in the "
+                    "checkpoint; resuming with the value given here"
+                )
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict of dotted keys (``{"optimizer": {"lr": 1}}`` -> ``{"optimizer.lr": 1}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _plain(value: Any) -> Any:
+    """`value` with tuples as lists, so a parsed config and a checkpoint's hyper-parameters compare equal."""
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
 
 
 def _root_cause(err: BaseException) -> BaseException:

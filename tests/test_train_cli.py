@@ -89,3 +89,30 @@ def test_python_dash_m_entry_point():
     )
     assert result.returncode == 0, result.stderr
     assert "bridge_pl.modules.SFTModule" in result.stdout
+
+
+def test_bad_data_fails_before_the_trainer_writes_anything(tmp_path, model_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"query": "What is 1 + 1?"}\n')  # no response column
+    argv = ["fit", "--config", str(TINY), "--model.init_args.model_path", str(model_dir)]
+    assert main([*argv, "--data.init_args.train_path", str(rows)]) == 2
+    err = capsys.readouterr().err
+    assert f"{rows}, line 1: missing column(s) response" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]  # no run directory was made
+
+
+def test_resume_keeps_the_settings_given_and_names_those_that_differ(tmp_path, model_dir, sft_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["fit", "--config", str(TINY), "--model.init_args.model_path", str(model_dir),
+            "--data.init_args.train_path", str(sft_dir), "--data.init_args.batch_size", "2",
+            "--trainer.val_check_interval", "null", "--trainer.limit_val_batches", "0",
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    assert main([*argv, "--trainer.max_steps", "1", "--model.init_args.hf_output_dir", "first"]) == 0
+    ckpt = tmp_path / "runs" / "sft_tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    with pytest.warns(UserWarning, match="hf_output_dir is 'second' here but 'first' in the checkpoint"):
+        resumed = [*argv, "--trainer.max_steps", "2", "--model.init_args.hf_output_dir", "second"]
+        assert main([*resumed, "--ckpt_path", str(ckpt)]) == 0
+    assert (tmp_path / "second" / "config.json").is_file()  # LightningCLI alone would have written to first/
+    saved = yaml.safe_load((tmp_path / "runs" / "sft_tiny" / "version_1" / "config.yaml").read_text())
+    assert saved["model"]["init_args"]["hf_output_dir"] == "second"

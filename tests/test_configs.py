@@ -55,7 +55,7 @@ def tiny_overrides(model_dir: Path, sft_dir: Path, runs: Path) -> list[str]:
         "--data.init_args.truncation", "truncate",
         "--data.init_args.batch_size", "2",
         "--trainer.max_steps", "2",
-        "--trainer.val_check_interval", "1.0",
+        "--trainer.val_check_interval", "2",
         "--trainer.limit_val_batches", "1",
         "--trainer.enable_progress_bar", "false",
         "--trainer.logger.init_args.save_dir", str(runs),

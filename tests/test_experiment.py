@@ -16,7 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
 
 MICRO_SFT = [
-    "--trainer.max_steps", "2", "--trainer.val_check_interval", "1.0", "--trainer.limit_val_batches", "1",
+    "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
     "--data.init_args.limit", "16", "--data.init_args.batch_size", "4", "--data.init_args.max_length", "512",
     "--data.init_args.truncation", "truncate", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
     "--trainer.strategy", "auto", "--trainer.precision", "32-true", "--trainer.accumulate_grad_batches", "1",

@@ -69,7 +69,7 @@ def fit_two_processes(tmp_path: Path, model_dir: Path, sft_dir: Path, snippet: s
     """Run `python -m bridge_pl.train_cli fit` of tiny SFT on 2 CPU processes; returns the run's log directory."""
     return run_two_processes(
         tmp_path, CONFIGS / "sft" / "tiny.yaml", snippet, model_dir,
-        "--trainer.val_check_interval", "1.0",
+        "--trainer.val_check_interval", "2",
         "--data.init_args.train_path", str(sft_dir),
         "--data.init_args.max_length", "256",
         "--data.init_args.truncation", "truncate",

@@ -69,7 +69,8 @@ SPECIAL_TOKENS = (PAD_TOKEN, IM_START, EOS_TOKEN)
 ANSWER_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 MODEL_MAX_LENGTH = 2048
 
-# ChatML as in Qwen2.5; the paper's system prompt is the default when the messages bring none.
+# ChatML as in Qwen2.5; the paper's system prompt is the default when the messages bring none. The generation
+# prompt opens the answer with "<think>" (paper_spec §C.2), so chat APIs (vLLM's, TRL's) prompt as training did.
 CHAT_TEMPLATE = (
     "{%- if messages[0]['role'] != 'system' %}"
     "{{- '<|im_start|>system\\n' + " + json.dumps(SYSTEM_PROMPT) + " + '<|im_end|>\\n' }}"
@@ -77,7 +78,7 @@ CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>' }}{%- endif %}"
 )
 
 # paper_spec §C.2 / G.1: for Llama models the official code replaces the chat template by a minimal one (no date
@@ -88,7 +89,7 @@ LLAMA_MINIMAL_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n<think>' }}{%- endif %}"
 )
 CHAT_TEMPLATES = {"model": None, "llama-minimal": LLAMA_MINIMAL_TEMPLATE}  # None: the model directory's own
 
@@ -258,7 +259,8 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
         "<|im_start|>assistant\\n<think>".
     """
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "<think>"
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return prompt if prompt.endswith("<think>") else prompt + "<think>"  # the project's templates already end so
 
 
 def format_conversation(tokenizer: PreTrainedTokenizerBase, question: str, answer: str) -> str:

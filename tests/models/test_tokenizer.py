@@ -150,7 +150,7 @@ def test_chat_template_is_chatml(tokenizer):
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     assert text == head + "<|im_start|>assistant\nA<|im_end|>\n"
     prompt = tokenizer.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
-    assert prompt == head + "<|im_start|>assistant\n"
+    assert prompt == head + "<|im_start|>assistant\n<think>"  # chat APIs get the paper's prompt as is
 
 
 def test_default_system_prompt_is_the_papers(tokenizer):

@@ -2,7 +2,8 @@
 
     data:
       class_path: bridge_pl.data.datamodules.SFTDataModule      # SFT data on disk
-      class_path: bridge_pl.data.datamodules.IGSMDataModule     # SFT data generated while training
+      class_path: bridge_pl.data.datamodules.IGSMDataModule     # SFT data generated while training (or
+                                                                # problems from a file, answered on the fly)
       class_path: bridge_pl.data.datamodules.PromptPoolDataModule  # RL / evaluation prompts
 
 Imports torch, lightning and transformers; `bridge_pl.data` itself does not import this module.

@@ -1,9 +1,10 @@
 """SFT data generated on the fly: iGSM problems written as conversations while training runs.
 
-`IGSMDataModule` draws problems from the task layer (`bridge_pl.task.generator`) and writes their answers
-with `bridge_pl.data.records` (plain CoT, BRIDGE behaviors, or no-CoT), so a run needs no dataset on disk.
-Training data is an endless stream (or a fixed set of `train_size` problems); validation is a fixed set from
-a separate seed stream. Batches follow the SFT contract of `bridge_pl.data.collate.sft_collate`.
+`IGSMDataModule` draws problems from the task layer (`bridge_pl.task.generator`), or reads them from a file
+written by ``bridge data generate``, and writes their answers with `bridge_pl.data.records` (plain CoT, BRIDGE
+behaviors, or no-CoT), so a run needs no SFT dataset on disk. Training data is an endless stream, a fixed set of
+`train_size` generated problems, or the problems of a file (`path`); validation is a fixed set from a separate
+seed stream. Batches follow the SFT contract of `bridge_pl.data.collate.sft_collate`.
 
 **Which problems each process draws.** With R data-parallel ranks and W loader workers there are R*W slots;
 slot ``s = rank * W + worker`` draws problem indices ``start + s, start + s + R*W, start + s + 2*R*W, ...``
@@ -25,16 +26,22 @@ from transformers import PreTrainedTokenizerBase
 
 from bridge_pl.augment.bridge import PRESETS
 from bridge_pl.data.collate import sft_collate
-from bridge_pl.data.records import AnswerStyle, problem_rows
+from bridge_pl.data.io import DatasetError
+from bridge_pl.data.records import AnswerStyle, augment_rows, problem_rows
 from bridge_pl.data.sft import (
     BatchPlanSampler,
+    ChatTemplate,
     ExampleList,
     LossOn,
+    ResumableLoader,
     Truncation,
+    check_text_columns,
     data_parallel_replica,
+    describe_rows,
     encode_conversations,
     fit_to_length,
     load_chat_tokenizer,
+    read_rows,
 )
 from bridge_pl.task.generator import GeneratorConfig, generate_problem
 
@@ -142,28 +149,39 @@ def encode_problems(
 
 
 class IGSMDataModule(L.LightningDataModule):
-    """SFT conversations of iGSM problems generated while training runs (no dataset on disk).
+    """SFT conversations of iGSM problems generated while training runs, or read from a file of problems.
 
     Batches follow the SFT contract (right-padded ``input_ids``, ``attention_mask``, ``labels``,
-    ``num_tokens``). With ``train_size: null`` the training data is endless: set ``trainer.max_steps`` and an
-    integer ``trainer.val_check_interval``.
+    ``num_tokens``). With ``train_size: null`` and ``path: null`` the training data is endless: set
+    ``trainer.max_steps`` and an integer ``trainer.val_check_interval``. A fixed set (`train_size` or `path`) is
+    batched by length, reshuffled every epoch from `seed`, sharded per rank and resumable mid-epoch.
 
     Args:
         tokenizer_path: Local model directory whose tokenizer and chat template to use (the CLI links it to the
             model's ``model_path``).
         generator: `GeneratorConfig` fields (e.g. ``{min_op: 15, max_op: 20}``); None for the defaults (op 15-20).
+            With `path` it shapes the validation set only.
         style: Answers: "plain" chain of thought, "bridge" (with injected behaviors) or "no-cot".
         behaviors: BRIDGE behavior preset (vanilla, exploration, exploitation, full); used with style bridge.
-        seed: Problem stream of the training data.
+        seed: Problem stream of the training data (with `path`: seed of the per-epoch shuffle).
         val_seed: Problem stream of the validation set (default: seed + 1, disjoint from the training stream).
         max_length: Longest conversation in tokens.
         batch_size: Conversations per batch and per device.
         loss_on: "all": loss on every token, prompt included (the paper); "answer": on the answer only.
         truncation: Conversations longer than max_length: "error", "drop" or "truncate" (both warn).
         val_size: Problems in the fixed validation set (0 for none).
-        train_size: Problems in a fixed training set (batched by length, reshuffled every epoch); None for an
-            endless stream.
+        train_size: Problems in a fixed training set (the first ones of `path` when it is set); None for an
+            endless stream (or the whole file).
         num_workers: DataLoader worker processes (each draws its own problems).
+        path: Training problems on disk instead of the generator: a dataset directory or file written by
+            ``bridge data generate`` (the ``dag`` column holds each problem; official files without it are
+            read from their text). Answers are written in `style`, as ``bridge data augment --method STYLE``
+            writes them, so a file generated in that style trains on its own rows. None: generate problems.
+        chat_template: "model" (the tokenizer's own) or "llama-minimal" (the paper's template for Llama models).
+
+    Example:
+        ``bridge data generate --split sft --out data/sft`` then ``data: {class_path:
+        bridge_pl.data.datamodules.IGSMDataModule, init_args: {path: data/sft, style: bridge}}``
     """
 
     def __init__(
@@ -181,41 +199,50 @@ class IGSMDataModule(L.LightningDataModule):
         val_size: int = 64,
         train_size: int | None = None,
         num_workers: int = 0,
+        path: str | None = None,
+        chat_template: ChatTemplate = "model",
     ) -> None:
         super().__init__()
         self.config = _generator_config(generator)
         _validate_args(behaviors, max_length, batch_size, val_size, train_size, num_workers, seed, val_seed)
         self.save_hyperparameters()
-        self.tokenizer_path = tokenizer_path
+        self.tokenizer_path, self.path, self.chat_template = tokenizer_path, path, chat_template
         self.style = AnswerStyle(style, PRESETS[behaviors] if style == "bridge" else None)
         self.seed, self.val_seed = seed, seed + 1 if val_seed is None else val_seed
         self.max_length, self.batch_size, self.loss_on, self.truncation = max_length, batch_size, loss_on, truncation
         self.val_size, self.train_size, self.num_workers = val_size, train_size, num_workers
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pad_id: int | None = None
-        self.train_examples: list[dict[str, Any]] | None = None  # only with a fixed train_size
+        self.train_examples: list[dict[str, Any]] | None = None  # only with a fixed train_size or a path
         self.val_examples: list[dict[str, Any]] = []
         self.truncation_report: dict[str, dict[str, Any]] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the tokenizer and build the validation set (and the fixed training set); once per process."""
+        """Load the tokenizer and build the validation set (and the fixed training set); once per process.
+
+        Raises:
+            DatasetError: `path` is missing, empty, lacks a query column, or holds rows without a readable problem.
+            ValueError: Over-long conversations with ``truncation: error``, or validation problems in `path`.
+        """
         if self.tokenizer is not None:
             return
-        self.tokenizer, self.pad_id = load_chat_tokenizer(self.tokenizer_path)
+        self.tokenizer, self.pad_id = load_chat_tokenizer(self.tokenizer_path, chat_template=self.chat_template)
         # The validation set comes first: an over-long setting fails here, before the stream starts.
         self.val_examples = self._fixed_set(self.val_seed, self.val_size, "val")
-        if self.train_size is not None:
+        if self.path is not None:
+            self.train_examples = self._file_set()
+        elif self.train_size is not None:
             self.train_examples = self._fixed_set(self.seed, self.train_size, "train")
 
     def train_dataloader(self) -> DataLoader:
-        """The endless stream of this rank (or its share of the fixed training set)."""
+        """The endless stream of this rank (or its share of the fixed training set, resumable mid-epoch)."""
         rank, world = data_parallel_replica(self.trainer)
         if self.train_examples is not None:
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             lengths = [len(e["input_ids"]) for e in self.train_examples]
             sampler = BatchPlanSampler(lengths, self.batch_size, seed=self.seed, num_replicas=world, rank=rank)
             sampler.set_epoch(epoch)
-            return DataLoader(
+            return ResumableLoader(
                 ExampleList(self.train_examples),
                 sampler=sampler,
                 batch_size=None,
@@ -266,6 +293,36 @@ class IGSMDataModule(L.LightningDataModule):
             examples, self.max_length, self.truncation, f"{KEY} ({name} set)"
         )
         return examples
+
+    def _file_set(self) -> list[dict[str, Any]]:
+        """The problems of `path` (the first `train_size`), answered in `style` and tokenized."""
+        rows, locations = read_rows(self.path, "data.path", ("query",), self.train_size)
+        check_text_columns(rows, ("query",), locations, "data.path")
+        written = augment_rows(rows, self.style.kind, behaviors=self.style.behaviors)
+        if written.failures:
+            bad = [(locations[failure.row], failure.reason) for failure in written.failures]
+            raise DatasetError(
+                f"data.path: {len(bad)} row(s) hold no readable problem: {describe_rows(bad)}. Each row needs its "
+                "problem in the dag column (as `bridge data generate` writes it) or as iGSM question text: fix or "
+                "remove those rows"
+            )
+        pairs = [(row["query"], row["response"]) for row in written.rows]
+        examples = encode_conversations(self.tokenizer, pairs, self.loss_on)
+        examples, self.truncation_report["train"] = fit_to_length(
+            examples, self.max_length, self.truncation, "data.path"
+        )
+        self._check_disjoint(examples)
+        return examples
+
+    def _check_disjoint(self, train: list[dict[str, Any]]) -> None:
+        """Refuse validation problems that are also training problems of `path` (same conversation tokens)."""
+        seen = {tuple(e["input_ids"]) for e in train}
+        shared = sum(tuple(e["input_ids"]) in seen for e in self.val_examples)
+        if shared:
+            raise ValueError(
+                f"data.path: {shared} of the {len(self.val_examples)} validation problems (stream data.val_seed="
+                f"{self.val_seed}) are also in the file; choose another data.val_seed, or data.val_size: 0"
+            )
 
     def _consumed(self, world: int) -> int:
         """Problems drawn before this dataloader (a resumed run): micro-batches done x batch size x ranks."""

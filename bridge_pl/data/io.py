@@ -25,7 +25,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from bridge_pl import __version__
 from bridge_pl.data.records import COLUMNS
@@ -35,7 +35,9 @@ __all__ = [
     "DATA_FILES",
     "FAILURES_FILE",
     "DatasetError",
+    "RowLocation",
     "iter_dataset",
+    "iter_located_rows",
     "prepare_output_dir",
     "read_dataset",
     "read_dataset_config",
@@ -59,6 +61,21 @@ _BATCH = 1000
 
 class DatasetError(ValueError):
     """A dataset cannot be read or written; the message names the file and the fix."""
+
+
+class RowLocation(NamedTuple):
+    """Where a row sits in its data file, 1-based: ``line`` of a JSONL file, ``row`` of any other format.
+
+    >>> str(RowLocation(Path("ds/data.jsonl"), "line", 9))
+    'ds/data.jsonl, line 9'
+    """
+
+    file: Path
+    unit: Literal["line", "row"]
+    number: int
+
+    def __str__(self) -> str:
+        return f"{self.file}, {self.unit} {self.number}"
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -228,10 +245,22 @@ def iter_dataset(
         DatasetError: Missing path, unknown layout, empty file, missing column, malformed JSON line
             (the message names the file, the 1-based line and the fix).
     """
+    for _, row in iter_located_rows(path, required=required):
+        yield row
+
+
+def iter_located_rows(
+    path: str | os.PathLike, *, required: tuple[str, ...] = ("query", "response")
+) -> Iterator[tuple[RowLocation, dict[str, Any]]]:
+    """(where, row) pairs of a dataset: the rows of `iter_dataset` and where each sits, for error messages.
+
+    The location names the data file itself (``DIR/data.jsonl`` when `path` is a dataset directory) and
+    the row's 1-based line (JSONL, blank lines counted) or row (other formats): what the reader opens.
+    """
     count = 0
     for file in _data_files(Path(path)):
         for where, row in _raw_rows(file, required):
-            yield _normalise(row, where)
+            yield where, _normalise(row, where)
             count += 1
     if count == 0:
         raise DatasetError(
@@ -309,8 +338,8 @@ def _arrow_files(path: Path) -> list[Path]:
     return sorted(path.glob("*.arrow"))
 
 
-def _raw_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(location for messages, row) pairs of one data file."""
+def _raw_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[RowLocation, dict[str, Any]]]:
+    """(location, row) pairs of one data file."""
     if not file.is_file():
         raise DatasetError(f"{file}: listed by the dataset's metadata but missing; re-copy the dataset")
     if file.stat().st_size == 0:
@@ -318,17 +347,19 @@ def _raw_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict
     yield from _READERS[file.suffix](file, required)
 
 
-def _missing_columns(file: Path, columns: Iterable[str], required: tuple[str, ...], where: str = "") -> None:
+def _missing_columns(
+    file: Path, columns: Iterable[str], required: tuple[str, ...], where: RowLocation | None = None
+) -> None:
     missing = [c for c in required if c not in columns]
     if missing:
         present = ", ".join(columns) or "none"
         raise DatasetError(
-            f"{file}{where}: missing column(s) {', '.join(missing)} (columns: {present}); "
+            f"{where or file}: missing column(s) {', '.join(missing)} (columns: {present}); "
             f"every row needs {', '.join(required)}"
         )
 
 
-def _jsonl_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _jsonl_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[RowLocation, dict[str, Any]]]:
     with open(file, encoding="utf-8") as f:
         head = f.read(64).lstrip()
         f.seek(0)
@@ -338,33 +369,35 @@ def _jsonl_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[str, di
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            where = f", line {number}"
+            where = RowLocation(file, "line", number)
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DatasetError(
-                    f"{file}, line {number}: not valid JSON ({err.msg} at column {err.colno}); each line must be "
+                    f"{where}: not valid JSON ({err.msg} at column {err.colno}); each line must be "
                     "one JSON object: fix or delete that line"
                 ) from err
             if not isinstance(row, dict):
-                raise DatasetError(f"{file}{where}: expected a JSON object per line, got {type(row).__name__}")
+                raise DatasetError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
             _missing_columns(file, row, required, where)
-            yield f"{file}{where}", row
+            yield where, row
 
 
-def _json_array_rows(file: Path, text: str, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _json_array_rows(file: Path, text: str, required: tuple[str, ...]) -> Iterator[tuple[RowLocation, dict[str, Any]]]:
+    """The objects of a .json file holding one array; "row N" is the N-th object (1-based)."""
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as err:
         raise DatasetError(f"{file}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})") from err
-    for number, row in enumerate(rows):
+    for number, row in enumerate(rows, start=1):
+        where = RowLocation(file, "row", number)
         if not isinstance(row, dict):
-            raise DatasetError(f"{file}: item {number} of the array is not a JSON object")
-        _missing_columns(file, row, required, f", item {number}")
-        yield f"{file}, item {number}", row
+            raise DatasetError(f"{where}: expected a JSON object per item of the array, got {type(row).__name__}")
+        _missing_columns(file, row, required, where)
+        yield where, row
 
 
-def _parquet_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _parquet_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[RowLocation, dict[str, Any]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -373,14 +406,10 @@ def _parquet_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[str, 
     except (pa.ArrowInvalid, OSError) as err:
         raise DatasetError(f"{file}: not a readable parquet file ({err})") from err
     _missing_columns(file, parquet.schema_arrow.names, required)
-    number = 0
-    for batch in parquet.iter_batches(batch_size=_BATCH):
-        for row in batch.to_pylist():
-            yield f"{file}, row {number}", row
-            number += 1
+    yield from _numbered(file, parquet.iter_batches(batch_size=_BATCH))
 
 
-def _arrow_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _arrow_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[RowLocation, dict[str, Any]]]:
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
@@ -395,11 +424,16 @@ def _arrow_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[str, di
                 raise DatasetError(f"{file}: not an Arrow IPC stream or file ({err})") from err
         _missing_columns(file, reader.schema.names, required)
         batches = reader if isinstance(reader, ipc.RecordBatchStreamReader) else _file_batches(reader)
-        number = 0
-        for batch in batches:
-            for row in batch.to_pylist():
-                yield f"{file}, row {number}", row
-                number += 1
+        yield from _numbered(file, batches)
+
+
+def _numbered(file: Path, batches: Iterable[Any]) -> Iterator[tuple[RowLocation, dict[str, Any]]]:
+    """The rows of Arrow record batches, numbered from 1 in file order."""
+    number = 0
+    for batch in batches:
+        for row in batch.to_pylist():
+            number += 1
+            yield RowLocation(file, "row", number), row
 
 
 def _file_batches(reader) -> Iterator[Any]:
@@ -407,7 +441,7 @@ def _file_batches(reader) -> Iterator[Any]:
         yield reader.get_batch(i)
 
 
-_READERS: dict[str, Callable[[Path, tuple[str, ...]], Iterator[tuple[str, dict[str, Any]]]]] = {
+_READERS: dict[str, Callable[[Path, tuple[str, ...]], Iterator[tuple[RowLocation, dict[str, Any]]]]] = {
     ".jsonl": _jsonl_rows,
     ".json": _jsonl_rows,
     ".parquet": _parquet_rows,
@@ -415,7 +449,7 @@ _READERS: dict[str, Callable[[Path, tuple[str, ...]], Iterator[tuple[str, dict[s
 }
 
 
-def _normalise(row: dict[str, Any], where: str) -> dict[str, Any]:
+def _normalise(row: dict[str, Any], where: RowLocation) -> dict[str, Any]:
     """Our columns first (None when missing), JSON text decoded, integer text as int; other columns after."""
     out = {c: row.get(c) for c in COLUMNS}
     out.update((k, v) for k, v in row.items() if k not in out)

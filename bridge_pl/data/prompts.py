@@ -24,13 +24,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
 from bridge_pl.data.collate import pad_left
-from bridge_pl.data.io import DatasetError
+from bridge_pl.data.io import DatasetError, RowLocation
 from bridge_pl.data.sft import (
-    MAX_LISTED,
     ChatTemplate,
     ExampleList,
+    ResumableLoader,
     check_text_columns,
     data_parallel_replica,
+    describe_rows,
     load_chat_tokenizer,
     read_rows,
 )
@@ -39,7 +40,6 @@ from bridge_pl.models.tokenizer import format_prompt
 __all__ = [
     "EpochSampler",
     "PromptPoolDataModule",
-    "ResumableLoader",
     "check_final_answers",
     "encode_prompts",
     "prompt_collate",
@@ -50,46 +50,15 @@ SPLITS = ("train", "val", "test")
 
 
 class EpochSampler(DistributedSampler):
-    """A DistributedSampler that can start an epoch part-way (``start``: indices of this rank to skip, once)."""
+    """A DistributedSampler that can start an epoch part-way (``start``: indices of this rank to skip).
+
+    `ResumableLoader` sets ``start`` while a resumed epoch starts.
+    """
 
     start = 0
 
     def __iter__(self):
-        start, self.start = self.start, 0
-        return itertools.islice(super().__iter__(), start, None)
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader whose place in the epoch is saved in Lightning checkpoints, so a resumed run goes on mid-epoch.
-
-    Lightning stores ``state_dict()`` of stateful loaders in the checkpoint and hands it back through
-    ``load_state_dict`` before the resumed epoch iterates: the batches already trained on are then skipped,
-    and the run sees the prompts an uninterrupted run would have seen.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._batches = 0  # batches yielded in the current epoch
-        self._resume: dict[str, int] | None = None
-
-    def __iter__(self):
-        done = 0
-        if self._resume is not None and self._resume["epoch"] == self.sampler.epoch:
-            done = self._resume["batches"]
-            self.sampler.start = done * self.batch_size
-        self._resume = None
-        self._batches = done
-        for batch in super().__iter__():
-            self._batches += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        """The epoch and how many of its batches were handed out."""
-        return {"epoch": self.sampler.epoch, "batches": self._batches}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume the saved epoch after its saved batches (at the next iteration)."""
-        self._resume = dict(state)
+        return itertools.islice(super().__iter__(), self.start, None)
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,18 +90,20 @@ def prompt_collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, Any
     }
 
 
-def check_final_answers(rows: list[dict[str, Any]], path: str, key: str) -> None:
-    """Refuse rows whose final_answer is not an integer (the reward compares it as text), all in one error."""
+def check_final_answers(rows: list[dict[str, Any]], locations: list[RowLocation], key: str) -> None:
+    """Refuse rows whose final_answer is not an integer (the reward compares it as text), all in one error.
+
+    Raises:
+        DatasetError: Naming the key, each file and its 1-based lines (or rows), the values and the fix.
+    """
     bad = [
-        n
-        for n, row in enumerate(rows)
+        (where, repr(row["final_answer"]))
+        for row, where in zip(rows, locations, strict=True)
         if not isinstance(row["final_answer"], int) or isinstance(row["final_answer"], bool)
     ]
     if bad:
-        listed = "; ".join(f"row {n}: {rows[n]['final_answer']!r}" for n in bad[:MAX_LISTED])
-        more = f" (and {len(bad) - MAX_LISTED} more)" if len(bad) > MAX_LISTED else ""
         raise DatasetError(
-            f"{key}: {path}: {len(bad)} final_answer value(s) are not integers: {listed}{more}. The ground truth "
+            f"{key}: {len(bad)} final_answer value(s) are not integers: {describe_rows(bad)}. The ground truth "
             'must be an integer (or integer text such as "24"): fix or remove those rows'
         )
 
@@ -261,9 +232,9 @@ class PromptPoolDataModule(L.LightningDataModule):
 
     def _load(self, split: str) -> list[dict[str, Any]]:
         path, key = self.paths[split], f"data.{split}_path"
-        rows = read_rows(path, key, ("query", "final_answer"), self.limits[split])
-        check_text_columns(rows, ("query",), path, key)
-        check_final_answers(rows, path, key)
+        rows, locations = read_rows(path, key, ("query", "final_answer"), self.limits[split])
+        check_text_columns(rows, ("query",), locations, key)
+        check_final_answers(rows, locations, key)
         return self._fit(encode_prompts(self.tokenizer, rows), split, key)
 
     def _fit(self, examples: list[dict[str, Any]], split: str, key: str) -> list[dict[str, Any]]:

@@ -6,8 +6,10 @@ through the tokenizer's chat template (paper_spec §C.2) and serves right-padded
 `bridge_pl.data.collate.sft_collate`.
 
 The pieces the other data modules share live here too: `load_chat_tokenizer` (with the pad-id fallback),
-`encode_conversations` (token ids and labels), `fit_to_length` (over-long examples) and `BatchPlanSampler`
-(a seeded, per-epoch, rank-sharded batch plan that Lightning leaves alone under DDP).
+`read_rows` and `check_text_columns` (errors naming the file and line), `encode_conversations` (token ids and
+labels), `fit_to_length` (over-long examples), `BatchPlanSampler` (a seeded, per-epoch, rank-sharded batch plan
+that Lightning leaves alone under DDP) and `ResumableLoader` (a DataLoader whose place in the epoch is saved in
+checkpoints).
 """
 
 from __future__ import annotations
@@ -30,16 +32,18 @@ from bridge_pl.data.collate import (
     real_token_fraction,
     sft_collate,
 )
-from bridge_pl.data.io import DatasetError, iter_dataset
+from bridge_pl.data.io import DatasetError, RowLocation, iter_located_rows
 from bridge_pl.models.model_io import load_tokenizer
 from bridge_pl.models.tokenizer import CHAT_TEMPLATES, format_conversation, format_prompt
 
 __all__ = [
     "BatchPlanSampler",
     "ExampleList",
+    "ResumableLoader",
     "SFTDataModule",
     "check_text_columns",
     "data_parallel_replica",
+    "describe_rows",
     "encode_conversations",
     "fit_to_length",
     "load_chat_tokenizer",
@@ -92,31 +96,59 @@ def load_chat_tokenizer(
 
 
 # ------------------------------------------------------------------------------------------------ rows
-def read_rows(path: str, key: str, required: tuple[str, ...], limit: int | None = None) -> list[dict[str, Any]]:
-    """The rows of a dataset (`iter_dataset`), the first `limit` only (the rest is not read); errors name the key."""
+def read_rows(
+    path: str, key: str, required: tuple[str, ...], limit: int | None = None
+) -> tuple[list[dict[str, Any]], list[RowLocation]]:
+    """The rows of a dataset and where each sits in its file (`iter_located_rows`); errors name the key.
+
+    Only the first `limit` rows are read (all with None).
+    """
     try:
-        return list(itertools.islice(iter_dataset(path, required=required), limit))
+        located = list(itertools.islice(iter_located_rows(path, required=required), limit))
     except DatasetError as err:
         raise DatasetError(f"{key}: {err}") from err
+    return [row for _, row in located], [where for where, _ in located]
 
 
-def check_text_columns(rows: Sequence[dict[str, Any]], columns: tuple[str, ...], path: str, key: str) -> None:
+def describe_rows(found: Sequence[tuple[RowLocation, str]]) -> str:
+    """(where, what is wrong) pairs as one listing that names each file once, the first `MAX_LISTED` only.
+
+    >>> from pathlib import Path
+    >>> describe_rows([(RowLocation(Path("d.jsonl"), "line", 9), "empty response")])
+    'd.jsonl: line 9: empty response'
+    """
+    parts, file = [], None
+    for where, what in found[:MAX_LISTED]:
+        head = f"{where.file}: " if where.file != file else ""
+        parts.append(f"{head}{where.unit} {where.number}: {what}")
+        file = where.file
+    more = f" (and {len(found) - MAX_LISTED} more)" if len(found) > MAX_LISTED else ""
+    return "; ".join(parts) + more
+
+
+def check_text_columns(
+    rows: Sequence[dict[str, Any]], columns: tuple[str, ...], locations: Sequence[RowLocation], key: str
+) -> None:
     """Refuse rows whose `columns` are not non-empty text, listing them all in one error.
 
+    Args:
+        rows: The rows, as `read_rows` returns them.
+        columns: The columns that must hold text.
+        locations: Where each row sits in its file (`read_rows`' second list).
+        key: The YAML key that named the data.
+
     Raises:
-        DatasetError: Naming the key, the file, the 0-based rows (in reading order) and the fix.
+        DatasetError: Naming the key, each file and its 1-based lines (or rows), and the fix.
     """
     bad = [
-        (number, column)
-        for number, row in enumerate(rows)
+        (where, f"empty or non-text {column}")
+        for row, where in zip(rows, locations, strict=True)
         for column in columns
         if not isinstance(row.get(column), str) or not row[column].strip()
     ]
     if bad:
-        listed = "; ".join(f"row {n}: empty or non-text {c}" for n, c in bad[:MAX_LISTED])
-        more = f" (and {len(bad) - MAX_LISTED} more)" if len(bad) > MAX_LISTED else ""
         raise DatasetError(
-            f"{key}: {path}: {len(bad)} value(s) are not non-empty text: {listed}{more}. "
+            f"{key}: {len(bad)} value(s) are not non-empty text: {describe_rows(bad)}. "
             f"Every row needs text in {', '.join(columns)}: fix or remove those rows"
         )
 
@@ -256,8 +288,9 @@ class BatchPlanSampler(DistributedSampler):
     The plan of epoch e is ``length_buckets(lengths, batch_size, mega_batch=..., seed=seed + e)``, balanced so
     that every rank gets the same number of batches (`balance_batches`); rank r takes batches r, r + R, ....
     Every example appears once per epoch over all ranks. It is a `DistributedSampler`, so Lightning does not
-    replace it under DDP, and calls `set_epoch` on it at each epoch. Use it as ``DataLoader(ExampleList(...),
-    sampler=..., batch_size=None, collate_fn=...)``: each item it yields is a whole batch.
+    replace it under DDP, and calls `set_epoch` on it at each epoch. Use it as ``ResumableLoader(ExampleList(...),
+    sampler=..., batch_size=None, collate_fn=...)``: each item it yields is a whole batch. ``start`` skips that
+    many of this rank's batches (`ResumableLoader` sets it while a resumed epoch starts).
 
     Args:
         lengths: Token count of every example.
@@ -267,7 +300,11 @@ class BatchPlanSampler(DistributedSampler):
         num_replicas: Data-parallel ranks.
         rank: This rank.
         epoch: Epoch to start with.
+        multiple_of: Keep a multiple of this many batches per rank and epoch (the rest of the shuffled plan is
+            left out, a different part every epoch): whole optimizer steps under gradient accumulation.
     """
+
+    start = 0
 
     def __init__(
         self,
@@ -279,13 +316,20 @@ class BatchPlanSampler(DistributedSampler):
         num_replicas: int = 1,
         rank: int = 0,
         epoch: int = 0,
+        multiple_of: int = 1,
     ) -> None:
         super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)  # type: ignore[arg-type]
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.mega_batch = mega_batch
         self.epoch = epoch
-        self.num_batches = len(self.plan(epoch)) // num_replicas  # the same in every epoch
+        per_rank = len(self.plan(epoch)) // num_replicas  # the same in every epoch
+        self.num_batches = per_rank - per_rank % multiple_of
+        if multiple_of > 1 and self.num_batches == 0:
+            raise ValueError(
+                f"{per_rank} batch(es) per rank is fewer than one optimizer step of {multiple_of}: use more data, "
+                "a smaller batch_size or accumulate_grad_batches, or drop_last: false"
+            )
 
     def plan(self, epoch: int) -> list[list[int]]:
         """The batches of all ranks in epoch `epoch`."""
@@ -293,10 +337,59 @@ class BatchPlanSampler(DistributedSampler):
         return balance_batches(batches, self.num_replicas)
 
     def __iter__(self):
-        return iter(self.plan(self.epoch)[self.rank :: self.num_replicas])
+        return iter(self.plan(self.epoch)[self.rank :: self.num_replicas][self.start : self.num_batches])
 
     def __len__(self) -> int:
-        return self.num_batches
+        return self.num_batches  # the whole epoch's, also when it starts part-way: Lightning counts on it
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose place in the epoch is saved in Lightning checkpoints, so a resumed run goes on mid-epoch.
+
+    Lightning stores ``state_dict()`` of stateful loaders in the checkpoint and hands it back through
+    ``load_state_dict`` before the resumed epoch iterates: the batches already trained on are then skipped,
+    and the run sees the batches an uninterrupted run would have seen. The next epochs are whole.
+
+    The sampler must have ``epoch`` (Lightning's `set_epoch`) and ``start``: how many of its items an
+    iteration skips (e.g. `BatchPlanSampler`, whose items are whole batches with ``batch_size=None``). Batches
+    are counted as this loader hands them to the training loop, in the main process, so loader workers fetching
+    ahead (``num_workers > 0``) never count as trained.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not hasattr(self.sampler, "start") or not hasattr(self.sampler, "epoch"):
+            raise TypeError(f"ResumableLoader needs a sampler with `epoch` and `start`, not {type(self.sampler)}")
+        self._batches = 0  # batches handed out in the current epoch
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self):
+        # A generator: the skip is decided at the first batch, after Lightning's load_state_dict and set_epoch.
+        done = 0
+        if self._resume is not None and self._resume["epoch"] == self.sampler.epoch:
+            done = self._resume["batches"]
+        self._resume = None
+        self._batches = done
+        self.sampler.start = done * (self.batch_size or 1)  # batch_size None: each sampler item is a batch
+        try:
+            for batch in super().__iter__():
+                # With workers torch calls iter() on the sampler twice, both times before the first batch is
+                # out: the skip may end only now.
+                self.sampler.start = 0
+                self._batches += 1
+                yield batch
+        finally:
+            self.sampler.start = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch and how many of its batches were handed out (a pending resume if none was yet)."""
+        if self._resume is not None:
+            return dict(self._resume)
+        return {"epoch": self.sampler.epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the saved epoch after its saved batches (at the next iteration)."""
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
 
 
 def data_parallel_replica(trainer: Any) -> tuple[int, int]:
@@ -336,6 +429,10 @@ class SFTDataModule(L.LightningDataModule):
         seed: Seed of the batch plan (plus the epoch number) and of the validation split.
         limit: Use only the first N rows of each file (quick runs).
         chat_template: "model" (the tokenizer's own) or "llama-minimal" (the paper's template for Llama models).
+        drop_last: Train whole optimizer steps only: each epoch leaves out the batches of its last, incomplete
+            gradient accumulation (``trainer.accumulate_grad_batches``), a different share of the shuffled data
+            every epoch. The paper does so (15 steps of 128 on 2000 conversations); without it Lightning steps
+            on the partial accumulation too, still dividing its loss by the full count.
 
     Example:
         ``bridge fit --config configs/sft/tiny.yaml --data.init_args.batching pack``
@@ -356,6 +453,7 @@ class SFTDataModule(L.LightningDataModule):
         seed: int = 0,
         limit: int | None = None,
         chat_template: ChatTemplate = "model",
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         _validate_args(max_length, batch_size, val_fraction, val_path, num_workers, limit)
@@ -364,6 +462,7 @@ class SFTDataModule(L.LightningDataModule):
         self.max_length, self.batch_size, self.loss_on = max_length, batch_size, loss_on
         self.batching, self.truncation, self.val_fraction = batching, truncation, val_fraction
         self.num_workers, self.seed, self.limit, self.chat_template = num_workers, seed, limit, chat_template
+        self.drop_last = drop_last
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pad_id: int | None = None
         self.train_examples: list[dict[str, list[int]]] | None = None  # packed rows with batching="pack"
@@ -380,16 +479,17 @@ class SFTDataModule(L.LightningDataModule):
         val_rows = self._rows(self.val_path, "data.val_path") if self.val_path else []
         if self.val_fraction > 0:
             train_rows, val_rows = _split_validation(train_rows, self.val_fraction, self.seed)
-        train = self._encode(train_rows, "data.train_path")
-        self.val_examples = self._encode(val_rows, "data.val_path") if val_rows else []
+        train = self._encode(train_rows, "data.train_path", "train")
+        val_key = "data.val_path" if self.val_path else "data.val_fraction of data.train_path"
+        self.val_examples = self._encode(val_rows, val_key, "val") if val_rows else []
         if self.batching == "pack":
             train = pack_examples(sorted(train, key=lambda e: -len(e["input_ids"])), self.max_length)
         self.train_examples = train
         self.stats = self._epoch_stats(train)
 
     def train_dataloader(self) -> DataLoader:
-        """Batches of this rank's share of a seeded, per-epoch plan (see `BatchPlanSampler`)."""
-        return DataLoader(
+        """Batches of this rank's share of a seeded, per-epoch plan (see `BatchPlanSampler`); resumable mid-epoch."""
+        return ResumableLoader(
             ExampleList(self.train_examples),
             sampler=self._sampler(self.train_examples),
             batch_size=None,  # the sampler yields whole batches
@@ -414,14 +514,14 @@ class SFTDataModule(L.LightningDataModule):
         return sft_collate(examples, self.pad_id)
 
     def _rows(self, path: str, key: str) -> list[dict[str, Any]]:
-        rows = read_rows(path, key, ("query", "response"), self.limit)
-        check_text_columns(rows, ("query", "response"), path, key)
+        rows, locations = read_rows(path, key, ("query", "response"), self.limit)
+        check_text_columns(rows, ("query", "response"), locations, key)
         return rows
 
-    def _encode(self, rows: list[dict[str, Any]], key: str) -> list[dict[str, list[int]]]:
+    def _encode(self, rows: list[dict[str, Any]], key: str, split: str) -> list[dict[str, list[int]]]:
+        """Tokenize rows and apply the over-length policy; `key` names where they came from in its messages."""
         examples = encode_conversations(self.tokenizer, [(r["query"], r["response"]) for r in rows], self.loss_on)
-        examples, report = fit_to_length(examples, self.max_length, self.truncation, key)
-        self.truncation_report[key.removeprefix("data.").removesuffix("_path")] = report
+        examples, self.truncation_report[split] = fit_to_length(examples, self.max_length, self.truncation, key)
         return examples
 
     def _sampler(self, examples: list[dict[str, Any]], *, world: tuple[int, int] | None = None) -> BatchPlanSampler:
@@ -434,6 +534,7 @@ class SFTDataModule(L.LightningDataModule):
             num_replicas=replicas,
             rank=rank,
             epoch=self.trainer.current_epoch if self.trainer is not None else 0,
+            multiple_of=self.trainer.accumulate_grad_batches if self.drop_last and self.trainer is not None else 1,
         )
 
     def _epoch_stats(self, examples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The data modules on real generated data and the project tokenizer: batch contracts, loss masks, packing,
-bucketing, truncation, rank sharding, the generated stream's determinism, prompt batches and bad input."""
+bucketing, truncation, rank sharding, the generated stream's determinism, iGSM problems from files, prompt
+batches and bad input (errors naming the data file and its line)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from bridge_pl.augment.bridge import PRESETS
 from bridge_pl.data.collate import IGNORE_INDEX
 from bridge_pl.data.datamodules import IGSMDataModule, PromptPoolDataModule, SFTDataModule
+from bridge_pl.data.igsm import encode_problems
 from bridge_pl.data.io import DatasetError, write_dataset
 from bridge_pl.data.records import OFFICIAL_COLUMNS, AnswerStyle, generate_rows
-from bridge_pl.data.sft import BatchPlanSampler
+from bridge_pl.data.sft import BatchPlanSampler, encode_conversations, load_chat_tokenizer
 from bridge_pl.models.model_io import init_model_dir, load_tokenizer
-from bridge_pl.models.tokenizer import format_prompt
+from bridge_pl.models.tokenizer import LLAMA_MINIMAL_TEMPLATE, format_prompt
 from bridge_pl.task.generator import GeneratorConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -195,6 +198,17 @@ def test_val_fraction_is_a_seeded_split(model_dir, sft_dir):
     assert torch.equal(*first)  # no shuffle
 
 
+def test_held_out_rows_are_named_by_where_they_came_from(model_dir, sft_dir):
+    with pytest.warns(UserWarning) as record:
+        data = sft_module(model_dir, sft_dir, val_fraction=0.25, seed=3, max_length=600, truncation="drop")
+        data.setup("fit")
+    messages = [str(w.message) for w in record if "data.max_length=600" in str(w.message)]
+    assert any(m.startswith("data.train_path: ") for m in messages)
+    assert any(m.startswith("data.val_fraction of data.train_path: ") for m in messages)  # no val_path is set
+    assert not any("data.val_path" in m for m in messages)
+    assert data.truncation_report["val"]["dropped"] > 0
+
+
 # ------------------------------------------------------------------------------------------------ sharding
 def test_bucket_sampler_shards_ranks_disjointly_and_evenly():
     lengths = [(i * 7919) % 500 + 10 for i in range(101)]
@@ -227,6 +241,21 @@ def test_sft_data_module_shards_by_trainer_rank(model_dir, sft_dir):
     assert len(loaders[0]) == len(loaders[1]) == 7  # 13 batches of 5, split to 14
     indices = [sorted(i for batch in plan for i in batch) for plan in plans]
     assert not set(indices[0]) & set(indices[1]) and sorted(indices[0] + indices[1]) == list(range(64))
+
+
+def test_drop_last_keeps_whole_optimizer_steps(model_dir, sft_dir):
+    data = sft_module(model_dir, sft_dir, batch_size=5, drop_last=True)
+    data.trainer = SimpleNamespace(**{**vars(fake_trainer(0, 2)), "accumulate_grad_batches": 3})
+    data.setup("fit")
+    for epoch in (0, 1):
+        data.trainer.current_epoch = epoch
+        loader = data.train_dataloader()
+        plan = list(loader.sampler)
+        assert len(loader) == len(plan) == 6  # 7 batches per rank, cut to 2 steps of 3
+        full = loader.sampler.plan(epoch)[0::2]
+        assert plan == full[:6]  # the shuffled plan's tail is left out, a different one each epoch
+    with pytest.raises(ValueError, match="fewer than one optimizer step of 8"):
+        BatchPlanSampler([10] * 20, 4, multiple_of=8)
 
 
 # ------------------------------------------------------------------------------------------------ iGSM stream
@@ -304,6 +333,111 @@ def test_igsm_arguments_are_checked(model_dir):
     assert all(key in str(err.value) for key in ("data.behaviors", "data.batch_size", "data.val_seed"))
 
 
+# ------------------------------------------------------------------------------------------------ iGSM files
+EASY = GeneratorConfig(min_op=2, max_op=6)
+
+
+@pytest.fixture(scope="session")
+def problems_dir(tmp_path_factory) -> Path:
+    """12 problems written by the dataset writer in the paper's BRIDGE style (what `bridge data generate` does)."""
+    out = tmp_path_factory.mktemp("problems") / "bridge"
+    write_dataset(out, generate_rows(EASY, 11, 12, AnswerStyle("bridge", PRESETS["full"])), config={})
+    return out
+
+
+def test_igsm_problems_from_a_file_are_answered_in_the_style(model_dir, problems_dir, tokenizer):
+    rows = [json.loads(line) for line in (problems_dir / "data.jsonl").read_text().splitlines()]
+    same = igsm_module(model_dir, path=str(problems_dir), style="bridge", behaviors="full", val_size=0)
+    same.setup("fit")
+    expected = encode_conversations(tokenizer, [(r["query"], r["response"]) for r in rows])
+    assert same.train_examples == expected  # the file's own rows: the answers are written the same way
+    plain = igsm_module(model_dir, path=str(problems_dir), style="plain", val_size=0, train_size=5)
+    plain.setup("fit")
+    assert len(plain.train_examples) == 5 and plain.truncation_report["train"]["examples"] == 5
+    for example, row in zip(plain.train_examples, rows, strict=False):
+        text = tokenizer.decode(example["input_ids"])
+        assert row["query"] in text and row["response"] not in text  # same problem, plain answer
+    batches = list(plain.train_dataloader())
+    assert sum(b["input_ids"].shape[0] for b in batches) == 5 and all(b["num_tokens"] > 0 for b in batches)
+
+
+def test_igsm_file_problems_are_reshuffled_every_epoch_and_sharded(model_dir, problems_dir):
+    def plans(epoch: int) -> list[list[list[int]]]:
+        out = []
+        for rank in (0, 1):
+            data = igsm_module(model_dir, path=str(problems_dir), batch_size=2, val_size=0, seed=4)
+            data.trainer = fake_trainer(rank, 2, epoch)
+            data.setup("fit")
+            out.append(list(data.train_dataloader().sampler))
+        return out
+
+    epoch0, epoch1 = plans(0), plans(1)
+    for shards in (epoch0, epoch1):
+        indices = [[i for batch in shard for i in batch] for shard in shards]
+        assert len(shards[0]) == len(shards[1]) and not set(indices[0]) & set(indices[1])
+        assert sorted(indices[0] + indices[1]) == list(range(12))
+    assert epoch0 != epoch1 and plans(0) == epoch0  # seeded, and a new order every epoch
+
+
+def test_igsm_official_text_rows_are_read_as_problems(tmp_path, model_dir):
+    rows = list(generate_rows(EASY, 12, 3, AnswerStyle("plain")))
+    path = tmp_path / "official.jsonl"
+    path.write_text("".join(json.dumps({c: r[c] for c in OFFICIAL_COLUMNS}) + "\n" for r in rows))
+    data = igsm_module(model_dir, path=str(path), style="plain", val_size=0)
+    data.setup("fit")
+    assert len(data.train_examples) == 3
+
+
+def test_igsm_chat_template_option(model_dir, problems_dir):
+    llama, _ = load_chat_tokenizer(str(model_dir), chat_template="llama-minimal")
+    rows = [json.loads(line) for line in (problems_dir / "data.jsonl").read_text().splitlines()]
+    data = igsm_module(model_dir, path=str(problems_dir), behaviors="full", chat_template="llama-minimal", val_size=2)
+    data.setup("fit")
+    assert data.tokenizer.chat_template == LLAMA_MINIMAL_TEMPLATE
+    assert data.train_examples == encode_conversations(llama, [(r["query"], r["response"]) for r in rows])
+    stream = next(data.train_stream().examples())  # the generated problems use it too
+    assert stream["input_ids"] == encode_problems(data.config, 0, [0], data.style, llama, "all")[0]["input_ids"]
+    default = igsm_module(model_dir, path=str(problems_dir), behaviors="full", val_size=2)
+    default.setup("fit")
+    assert default.train_examples != data.train_examples and default.val_examples != data.val_examples
+
+
+@pytest.mark.parametrize(
+    ("name", "lines", "expected"),
+    [
+        ("missing", None, ["no such file"]),
+        ("empty", [], ["the file is empty"]),
+        ("columns", [json.dumps({"response": "R"})], ["line 1: missing column(s) query"]),
+        ("blank", ["", json.dumps({"query": " "})], ["line 2: empty or non-text query"]),
+        (
+            "unreadable",
+            ["", json.dumps({"query": "Hello there, how many?"})],
+            ["1 row(s) hold no readable problem", "line 2:"],
+        ),
+    ],
+)
+def test_bad_igsm_files_name_the_key_file_and_line(tmp_path, model_dir, name, lines, expected):
+    path = tmp_path / f"{name}.jsonl"
+    if lines is not None:
+        write_lines(path, lines) if lines else path.touch()
+    with pytest.raises(DatasetError) as err:
+        igsm_module(model_dir, path=str(path), val_size=0).setup("fit")
+    message = str(err.value)
+    assert message.startswith("data.path: ") and str(path) in message
+    assert all(part in message for part in expected), message
+
+
+def test_igsm_validation_problems_must_not_be_in_the_file(tmp_path, model_dir):
+    write_dataset(
+        tmp_path / "seed1", generate_rows(GeneratorConfig(min_op=4, max_op=8), 1, 6, AnswerStyle("plain")), config={}
+    )
+    with pytest.raises(ValueError, match="3 of the 3 validation problems .*data.val_seed=1.* are also in the file"):
+        igsm_module(model_dir, path=str(tmp_path / "seed1"), style="plain", val_size=3).setup("fit")  # seed 0: val 1
+    apart = igsm_module(model_dir, path=str(tmp_path / "seed1"), style="plain", val_size=3, val_seed=2)
+    apart.setup("fit")
+    assert len(apart.val_examples) == 3 and len(apart.train_examples) == 6
+
+
 # ------------------------------------------------------------------------------------------------ prompts
 def test_prompt_batches_are_left_padded_with_ground_truth(model_dir, official_file, tokenizer, sft_rows):
     data = PromptPoolDataModule(tokenizer_path=str(model_dir), train_path=str(official_file), batch_size=5)
@@ -377,7 +511,7 @@ GOOD = json.dumps({"query": "Q?", "response": "<think> A </think>", "num_ops": 1
         ("empty", [], ["data.train_path", "empty"]),
         ("columns", [json.dumps({"query": "Q?", "final_answer": 3})], ["missing column(s) response", "line 1"]),
         ("malformed", [GOOD, "{not json"], ["line 2", "not valid JSON"]),
-        ("blank", [GOOD, json.dumps({"query": "Q?", "response": "  "})], ["row 1: empty or non-text response", "fix"]),
+        ("blank", [GOOD, json.dumps({"query": "Q?", "response": "  "})], ["line 2: empty or non-text response", "fix"]),
     ],
 )
 def test_bad_sft_input_names_key_file_and_row(tmp_path, model_dir, name, lines, expected):
@@ -394,12 +528,40 @@ def test_bad_sft_input_names_key_file_and_row(tmp_path, model_dir, name, lines, 
 def test_bad_prompt_answers_are_listed(tmp_path, model_dir):
     rows = [GOOD, json.dumps({"query": "Q?", "final_answer": "twelve"}), json.dumps({"query": "", "final_answer": 1})]
     path = write_lines(tmp_path / "prompts.jsonl", rows)
-    with pytest.raises(DatasetError, match="data.val_path: .*row 2: empty or non-text query"):
+    with pytest.raises(DatasetError, match="data.val_path: .*prompts.jsonl: line 3: empty or non-text query"):
         PromptPoolDataModule(tokenizer_path=str(model_dir), val_path=str(path)).setup("validate")
     path = write_lines(tmp_path / "prompts.jsonl", rows[:2] + [json.dumps({"query": "Q?", "final_answer": 2.5})])
     with pytest.raises(DatasetError) as err:
         PromptPoolDataModule(tokenizer_path=str(model_dir), val_path=str(path)).setup("validate")
-    assert "2 final_answer value(s) are not integers: row 1: 'twelve'; row 2: 2.5" in str(err.value)
+    assert f"2 final_answer value(s) are not integers: {path}: line 2: 'twelve'; line 3: 2.5" in str(err.value)
+
+
+def test_row_errors_name_the_data_file_and_the_line_a_malformed_line_would_get(tmp_path, model_dir):
+    """A dataset directory: every error names DIR/data.jsonl and 1-based file lines, blank lines counted."""
+    directory = tmp_path / "ds"
+    directory.mkdir()
+    data = directory / "data.jsonl"
+    lines = [GOOD, "", GOOD, "", "", GOOD, "", GOOD, json.dumps({"query": "Q?", "response": "", "final_answer": 1})]
+    write_lines(data, lines)  # the bad response is on file line 9 (the 6th row)
+    with pytest.raises(DatasetError) as err:
+        SFTDataModule(train_path=str(directory), tokenizer_path=str(model_dir)).setup("fit")
+    assert str(err.value).startswith(f"data.train_path: 1 value(s) are not non-empty text: {data}: line 9: ")
+    write_lines(data, [*lines[:8], "{not json"])  # a malformed line 9: the reader names it the same way
+    with pytest.raises(DatasetError, match=f"^data.train_path: {data}, line 9: not valid JSON"):
+        SFTDataModule(train_path=str(directory), tokenizer_path=str(model_dir)).setup("fit")
+    write_lines(data, [*lines[:8], json.dumps({"query": "Q?", "final_answer": "many"})])
+    with pytest.raises(DatasetError, match=f"^data.train_path: 1 final_answer .*: {data}: line 9: 'many'"):
+        PromptPoolDataModule(tokenizer_path=str(model_dir), train_path=str(directory)).setup("fit")
+
+
+def test_row_errors_in_parquet_name_1_based_rows(tmp_path, model_dir):
+    rows = [json.loads(GOOD), {**json.loads(GOOD), "response": ""}, {**json.loads(GOOD), "query": "  "}]
+    write_dataset(tmp_path / "pq", rows, config={}, fmt="parquet")
+    with pytest.raises(DatasetError) as err:
+        SFTDataModule(train_path=str(tmp_path / "pq"), tokenizer_path=str(model_dir)).setup("fit")
+    data = tmp_path / "pq" / "data.parquet"
+    expected = f"2 value(s) are not non-empty text: {data}: row 2: empty or non-text response; row 3: empty or non-text"
+    assert expected in str(err.value)
 
 
 def test_invalid_arguments_are_reported_together(model_dir):

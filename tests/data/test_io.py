@@ -10,7 +10,9 @@ import pytest
 from bridge_pl.data.io import (
     CONFIG_FILE,
     DatasetError,
+    RowLocation,
     iter_dataset,
+    iter_located_rows,
     read_dataset,
     read_dataset_config,
     write_dataset,
@@ -182,3 +184,22 @@ def test_malformed_config(tmp_path, rows):
     (tmp_path / "ds" / CONFIG_FILE).write_text("{oops")
     with pytest.raises(DatasetError, match="dataset_config.json: not valid JSON"):
         read_dataset_config(tmp_path / "ds")
+
+
+def test_locations_name_the_data_file_and_its_1_based_lines_or_rows(tmp_path, rows):
+    write_dataset(tmp_path / "ds", rows[:2], config={})
+    data = tmp_path / "ds" / "data.jsonl"
+    first, second = data.read_text(encoding="utf-8").splitlines()
+    data.write_text(f"\n{first}\n\n{second}\n", encoding="utf-8")  # blank lines still count as lines
+    located = list(iter_located_rows(tmp_path / "ds"))
+    assert [where for where, _ in located] == [RowLocation(data, "line", 2), RowLocation(data, "line", 4)]
+    assert [row for _, row in located] == rows[:2] == read_dataset(tmp_path / "ds")
+    assert str(located[1][0]) == f"{data}, line 4"
+
+    write_dataset(tmp_path / "pq", rows[:2], config={}, fmt="parquet")
+    parquet = tmp_path / "pq" / "data.parquet"
+    assert [w for w, _ in iter_located_rows(tmp_path / "pq")] == [RowLocation(parquet, "row", n) for n in (1, 2)]
+    array = tmp_path / "rows.json"
+    array.write_text(json.dumps([{"query": "q", "response": "r"}, ["not", "an", "object"]]))
+    with pytest.raises(DatasetError, match=r"rows.json, row 2: expected a JSON object per item of the array, got list"):
+        read_dataset(array)

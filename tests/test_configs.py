@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from bridge_pl.cli import main as bridge_main
+from bridge_pl.data.sft import BatchPlanSampler
 from bridge_pl.models.model_io import init_model_dir, load_model
 from bridge_pl.train_cli import main
 
@@ -101,6 +102,10 @@ def test_paper_config_keeps_the_paper_settings(config, capsys):
     assert data["batch_size"] * trainer["devices"] * trainer["accumulate_grad_batches"] == 128
     assert data["chat_template"] == ("llama-minimal" if "llama" in config.name else "model")
     assert data["max_length"] == 2048 and data["loss_on"] == "all"
+    # 2000 conversations: 250 micro-batches per GPU, 15 whole optimizer steps (the paper's drop_last), not 16
+    per_rank = BatchPlanSampler([100] * 2000, data["batch_size"], num_replicas=trainer["devices"],
+                                multiple_of=trainer["accumulate_grad_batches"] if data["drop_last"] else 1)  # fmt: skip
+    assert per_rank.num_batches // trainer["accumulate_grad_batches"] == 15 == model["save_hf_every_n_steps"]
     assert trainer["strategy"]["class_path"].endswith("FSDPStrategy")
 
 

@@ -584,6 +584,7 @@ class GRPOModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------ validation / test
     def on_validation_epoch_start(self) -> None:
+        """Start collecting the validation rows."""
         self._eval_rows = []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -591,9 +592,11 @@ class GRPOModule(L.LightningModule):
         self._eval_rows += self._greedy_rows(batch)
 
     def on_validation_epoch_end(self) -> None:
+        """Log the greedy validation accuracy (and its breakdowns) over every rank."""
         self._log_eval("val")
 
     def on_test_epoch_start(self) -> None:
+        """Start collecting the test rows."""
         self._eval_rows = []
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -601,6 +604,7 @@ class GRPOModule(L.LightningModule):
         self._eval_rows += self._greedy_rows(batch)
 
     def on_test_epoch_end(self) -> None:
+        """Log the greedy test accuracy (and its breakdowns) over every rank."""
         self._log_eval("test")
 
     def _greedy_rows(self, batch: dict[str, Any]) -> list[dict[str, Any]]:

@@ -149,6 +149,7 @@ class SFTModule(L.LightningModule):
 
     # -------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
+        """Reset the validation sums; the throughput clock restarts after validation."""
         self._val_sums = []
         self._clock = None  # validation time is not training time: restart the throughput clock afterwards
 
@@ -158,6 +159,7 @@ class SFTModule(L.LightningModule):
         self._val_sums.append(torch.stack([loss_sum.detach().float(), count.float()]))
 
     def on_validation_epoch_end(self) -> None:
+        """Log val/loss and val/ppl: summed loss over summed label count, over every rank."""
         totals = torch.stack(self._val_sums).sum(0) if self._val_sums else torch.zeros(2, device=self.device)
         totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
         loss = totals[0] / totals[1].clamp(min=1)
@@ -193,6 +195,7 @@ class SFTModule(L.LightningModule):
 
     # ---------------------------------------------------------------------------------- other hooks
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Start the throughput clock at the first training batch (and after each validation)."""
         if self._clock is None:  # the first interval starts here; later ones span batch end to batch end
             self._clock = time.perf_counter()
 

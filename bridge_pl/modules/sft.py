@@ -130,7 +130,15 @@ class SFTModule(L.LightningModule):
         the mask changes nothing that carries loss, and without it attention runs the fused causal kernel
         instead of materialising a (B, 1, T, T) mask. No KV cache is built: transformers derives the packed mask
         only without one (with a cache, packed sequences would attend to those before them in the row).
+        Flash-attention kernels find packed documents from the position ids of a single row only, so packed
+        rows go to them as one row of B * T tokens (the variable-length kernel: no padding computed).
         """
+        if position_ids is not None and _varlen_kernel(self.model):
+            rows, width = input_ids.shape
+            flat = self.model(
+                input_ids=input_ids.reshape(1, -1), position_ids=position_ids.reshape(1, -1), use_cache=False
+            )
+            return flat.logits.view(rows, width, -1)
         if position_ids is not None or (attention_mask is not None and _is_right_padded(attention_mask)):
             attention_mask = None
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
@@ -194,6 +202,10 @@ class SFTModule(L.LightningModule):
         self.trainer.model.clip_grad_norm_(gradient_clip_val)
 
     # ---------------------------------------------------------------------------------- other hooks
+    def on_train_start(self) -> None:
+        """A resumed run has written the Hugging Face model of the step it resumes at already."""
+        self._last_hf_step = self.trainer.global_step
+
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Start the throughput clock at the first training batch (and after each validation)."""
         if self._clock is None:  # the first interval starts here; later ones span batch end to batch end
@@ -231,6 +243,11 @@ class SFTModule(L.LightningModule):
     def _loss_terms(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))
         return token_cross_entropy(logits, batch["labels"], batch.get("position_ids"))
+
+
+def _varlen_kernel(model: torch.nn.Module) -> bool:
+    """Whether `model` attends with a flash-attention kernel (packed documents found from one row's position ids)."""
+    return str(getattr(model.config, "_attn_implementation", "")).startswith("flash_attention")
 
 
 def _is_right_padded(attention_mask: torch.Tensor) -> bool:

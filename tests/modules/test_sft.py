@@ -165,6 +165,27 @@ def test_packed_sequences_do_not_see_each_other(model_dir, attention):
     torch.testing.assert_close(packed[7:], alone[1], rtol=1e-4, atol=1e-4)
 
 
+def test_packed_rows_go_to_flash_kernels_as_one_row(model_dir, monkeypatch):
+    """Flash kernels see packing only within one row: a (B, T) packed batch must reach them as (1, B * T)."""
+    module = SFTModule(str(model_dir))
+    module.configure_model()
+    torch.manual_seed(0)
+    docs = [torch.randint(10, 500, (n,)).tolist() for n in (7, 5, 9, 3)]
+    rows = pack_examples([{"input_ids": d, "labels": d} for d in docs], 12)  # [7, 5], [9, 3]: two full rows
+    batch = sft_collate(rows, pad_id=0)
+    assert batch["input_ids"].shape == (2, 12)
+    seen = []
+    forward = module.model.forward
+    monkeypatch.setattr(module.model, "forward", lambda **kw: seen.append(kw["input_ids"].shape) or forward(**kw))
+    monkeypatch.setattr("bridge_pl.modules.sft._varlen_kernel", lambda model: True)  # sdpa stands in for flash
+    with torch.no_grad():
+        packed = module(batch["input_ids"], batch["attention_mask"], batch["position_ids"])
+        alone = [module.model(input_ids=torch.tensor([d])).logits[0] for d in docs]
+    assert seen[0] == (1, 24) and packed.shape[:2] == (2, 12)
+    for got, want in zip((packed[0, :7], packed[0, 7:], packed[1, :9], packed[1, 9:]), alone, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------------ a real fit
 def test_fit_lowers_the_loss_and_changes_every_weight(fitted, model_dir):
     trainer, module, before, after = fitted

@@ -35,8 +35,9 @@ class BridgeCLI(LightningCLI):
     """LightningCLI with the links and error handling of bridge-pl's configs."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Link the tokenizer of the data module to the model directory (one place to set it)."""
+        """Link the data module's tokenizer to the model directory and its trust_remote_code (one place each)."""
         parser.link_arguments("model.init_args.model_path", "data.init_args.tokenizer_path", apply_on="parse")
+        parser.link_arguments("model.init_args.trust_remote_code", "data.init_args.trust_remote_code", apply_on="parse")
 
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a ValueError here is a configuration error, reported without a traceback."""
@@ -59,12 +60,13 @@ class BridgeCLI(LightningCLI):
         self._check_data("test")
 
     def _check_data(self, stage: str) -> None:
-        """Set the data module up for `stage` (its setup runs once); a data error exits with status 2, no traceback.
+        """Set a bridge-pl data module up for `stage`; a data error exits with status 2, without a traceback.
 
         The bridge-pl data modules read, check and tokenize in ``setup`` without needing the trainer, and
-        return at once when the trainer calls it again.
+        return at once when the trainer calls it again. Other data modules are left to the trainer (their
+        ``setup`` may need it, or ``prepare_data`` first).
         """
-        if self.datamodule is None:
+        if self.datamodule is None or not type(self.datamodule).__module__.startswith("bridge_pl."):
             return
         try:
             self.datamodule.setup(stage)
@@ -82,7 +84,12 @@ class BridgeCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not (ckpt_path and Path(ckpt_path).is_file()):
             return
-        saved = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {})
+        try:  # memory-mapped: only the hyper-parameters are read, not the weights and optimizer state
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True)
+        except Exception as err:  # noqa: BLE001 (a checkpoint written outside the CLI may hold objects)
+            rank_zero_warn(f"--ckpt_path {ckpt_path}: its model settings could not be read ({err}); not compared")
+            return
+        saved = dict(checkpoint.get("hyper_parameters") or {})
         saved.pop("_instantiator", None)
         model = self.config[subcommand].get("model")
         if not saved or model is None:
@@ -94,24 +101,31 @@ class BridgeCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path}: the checkpoint was written by {saved_class}, the config builds "
                 f"{current.get('class_path')}"
             )
-        given = _flatten(current.get("init_args") or {})
-        for key, value in _flatten(saved).items():
-            if key in given and _plain(given[key]) != _plain(value):
-                rank_zero_warn(
-                    f"--ckpt_path {ckpt_path}: model.init_args.{key} is {given[key]!r} here but {value!r} in the "
-                    "checkpoint; resuming with the value given here"
-                )
+        for key, here, there in _differences(current.get("init_args") or {}, saved):
+            rank_zero_warn(
+                f"--ckpt_path {ckpt_path}: model.init_args.{key} is {here!r} here but {there!r} in the "
+                "checkpoint; resuming with the value given here"
+            )
 
 
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as one dict of dotted keys (``{"optimizer": {"lr": 1}}`` -> ``{"optimizer.lr": 1}``)."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def _differences(given: dict[str, Any], saved: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, given value, saved value) wherever the saved settings differ from the given ones.
+
+    Keys the checkpoint lacks (arguments added since it was written) are not differences.
+
+    >>> _differences({"lora": None, "optimizer": {"lr": 1}}, {"lora": {"r": 8}, "optimizer": {"lr": 2}})
+    [('lora', None, {'r': 8}), ('optimizer.lr', 1, 2)]
+    """
+    found = []
+    for key, there in saved.items():
+        if key not in given:
+            continue
+        here = given[key]
+        if isinstance(here, dict) and isinstance(there, dict):
+            found += _differences(here, there, f"{prefix}{key}.")
+        elif _plain(here) != _plain(there):
+            found.append((f"{prefix}{key}", here, there))
+    return found
 
 
 def _plain(value: Any) -> Any:

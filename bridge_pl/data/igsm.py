@@ -178,6 +178,8 @@ class IGSMDataModule(L.LightningDataModule):
             read from their text). Answers are written in `style`, as ``bridge data augment --method STYLE``
             writes them, so a file generated in that style trains on its own rows. None: generate problems.
         chat_template: "model" (the tokenizer's own) or "llama-minimal" (the paper's template for Llama models).
+        trust_remote_code: Allow tokenizer code shipped inside the model directory (the CLI links it to the
+            model's ``trust_remote_code``).
 
     Example:
         ``bridge data generate --split sft --out data/sft`` then ``data: {class_path:
@@ -201,12 +203,14 @@ class IGSMDataModule(L.LightningDataModule):
         num_workers: int = 0,
         path: str | None = None,
         chat_template: ChatTemplate = "model",
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         self.config = _generator_config(generator)
         _validate_args(behaviors, max_length, batch_size, val_size, train_size, num_workers, seed, val_seed)
         self.save_hyperparameters()
         self.tokenizer_path, self.path, self.chat_template = tokenizer_path, path, chat_template
+        self.trust_remote_code = trust_remote_code
         self.style = AnswerStyle(style, PRESETS[behaviors] if style == "bridge" else None)
         self.seed, self.val_seed = seed, seed + 1 if val_seed is None else val_seed
         self.max_length, self.batch_size, self.loss_on, self.truncation = max_length, batch_size, loss_on, truncation
@@ -226,7 +230,9 @@ class IGSMDataModule(L.LightningDataModule):
         """
         if self.tokenizer is not None:
             return
-        self.tokenizer, self.pad_id = load_chat_tokenizer(self.tokenizer_path, chat_template=self.chat_template)
+        self.tokenizer, self.pad_id = load_chat_tokenizer(
+            self.tokenizer_path, chat_template=self.chat_template, trust_remote_code=self.trust_remote_code
+        )
         # The validation set comes first: an over-long setting fails here, before the stream starts.
         self.val_examples = self._fixed_set(self.val_seed, self.val_size, "val")
         if self.path is not None:
@@ -311,16 +317,19 @@ class IGSMDataModule(L.LightningDataModule):
         examples, self.truncation_report["train"] = fit_to_length(
             examples, self.max_length, self.truncation, "data.path"
         )
-        self._check_disjoint(examples)
+        self._check_disjoint(rows)
         return examples
 
-    def _check_disjoint(self, train: list[dict[str, Any]]) -> None:
-        """Refuse validation problems that are also training problems of `path` (same conversation tokens)."""
-        seen = {tuple(e["input_ids"]) for e in train}
-        shared = sum(tuple(e["input_ids"]) in seen for e in self.val_examples)
+    def _check_disjoint(self, rows: list[dict[str, Any]]) -> None:
+        """Refuse validation problems whose question is also in `path` (answers may be worded differently)."""
+        questions = {row["query"] for row in rows}
+        val = [
+            problem_rows(generate_problem(self.config, self.val_seed, i), self.style)[0] for i in range(self.val_size)
+        ]
+        shared = sum(row["query"] in questions for row in val)
         if shared:
             raise ValueError(
-                f"data.path: {shared} of the {len(self.val_examples)} validation problems (stream data.val_seed="
+                f"data.path: {shared} of the {self.val_size} validation problems (stream data.val_seed="
                 f"{self.val_seed}) are also in the file; choose another data.val_seed, or data.val_size: 0"
             )
 

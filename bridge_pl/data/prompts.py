@@ -2,7 +2,7 @@
 
 `PromptPoolDataModule` reads prompt sets (columns ``query`` and ``final_answer``; ours, single files, or the
 official iGSM-reasoning layout), renders each question as the RL prompt (chat template [system, user] with
-the generation prompt, then the literal "<think>"), tokenizes it without special tokens and serves
+the generation prompt ending in "<think>"; `format_prompt`), tokenizes it without special tokens and serves
 left-padded batches::
 
     input_ids       (B, T) long, LEFT-padded: every prompt ends in the last column
@@ -134,6 +134,8 @@ class PromptPoolDataModule(L.LightningDataModule):
         limit_test: Use only the first N test prompts.
         num_workers: DataLoader worker processes.
         chat_template: "model" (the tokenizer's own) or "llama-minimal" (the paper's template for Llama models).
+        trust_remote_code: Allow tokenizer code shipped inside the model directory (the CLI links it to the
+            model's ``trust_remote_code``).
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class PromptPoolDataModule(L.LightningDataModule):
         limit_test: int | None = None,
         num_workers: int = 0,
         chat_template: ChatTemplate = "model",
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         _validate_args(
@@ -164,7 +167,7 @@ class PromptPoolDataModule(L.LightningDataModule):
             {"limit_train": limit_train, "limit_val": limit_val, "limit_test": limit_test},
         )
         self.save_hyperparameters()
-        self.tokenizer_path = tokenizer_path
+        self.tokenizer_path, self.trust_remote_code = tokenizer_path, trust_remote_code
         self.paths = {"train": train_path, "val": val_path, "test": test_path}
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.max_prompt_length, self.batch_size, self.shuffle, self.seed = max_prompt_length, batch_size, shuffle, seed
@@ -182,7 +185,9 @@ class PromptPoolDataModule(L.LightningDataModule):
             DatasetError: A file is missing, empty, lacks query/final_answer, or has bad values.
         """
         if self.tokenizer is None:
-            self.tokenizer, self.pad_id = load_chat_tokenizer(self.tokenizer_path, chat_template=self.chat_template)
+            self.tokenizer, self.pad_id = load_chat_tokenizer(
+                self.tokenizer_path, chat_template=self.chat_template, trust_remote_code=self.trust_remote_code
+            )
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         required = {"fit": "train", "validate": "val", "test": "test", "predict": "test"}.get(stage)
         if required is not None and self.paths[required] is None:

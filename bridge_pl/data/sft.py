@@ -60,7 +60,7 @@ MAX_LISTED = 5  # bad rows quoted in one error message
 
 # ------------------------------------------------------------------------------------------------ tokenizer
 def load_chat_tokenizer(
-    path: str, key: str = "data.tokenizer_path", chat_template: ChatTemplate = "model"
+    path: str, key: str = "data.tokenizer_path", chat_template: ChatTemplate = "model", trust_remote_code: bool = False
 ) -> tuple[PreTrainedTokenizerBase, int]:
     """The tokenizer of a local model directory and the id to pad with (eos when it has no pad token).
 
@@ -69,12 +69,13 @@ def load_chat_tokenizer(
         key: The YAML key that named `path`, for error messages.
         chat_template: "model": the directory's own template; "llama-minimal": the paper's minimal Llama template
             (paper_spec §C.2), which replaces it.
+        trust_remote_code: Allow tokenizer code shipped inside the directory.
 
     Raises:
         ValueError: No such directory, no chat template, or neither a pad nor an eos token.
     """
     try:
-        tokenizer = load_tokenizer(path)
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:  # FileNotFoundError included
         raise ValueError(f"{key}: {err}") from err
     if CHAT_TEMPLATES[chat_template] is not None:
@@ -360,7 +361,8 @@ class ResumableLoader(DataLoader):
         super().__init__(*args, **kwargs)
         if not hasattr(self.sampler, "start") or not hasattr(self.sampler, "epoch"):
             raise TypeError(f"ResumableLoader needs a sampler with `epoch` and `start`, not {type(self.sampler)}")
-        self._batches = 0  # batches handed out in the current epoch
+        self._batches = 0  # batches handed out in epoch `_epoch`
+        self._epoch: int | None = None
         self._resume: dict[str, int] | None = None
 
     def __iter__(self):
@@ -369,7 +371,7 @@ class ResumableLoader(DataLoader):
         if self._resume is not None and self._resume["epoch"] == self.sampler.epoch:
             done = self._resume["batches"]
         self._resume = None
-        self._batches = done
+        self._batches, self._epoch = done, self.sampler.epoch
         self.sampler.start = done * (self.batch_size or 1)  # batch_size None: each sampler item is a batch
         try:
             for batch in super().__iter__():
@@ -385,7 +387,9 @@ class ResumableLoader(DataLoader):
         """The epoch and how many of its batches were handed out (a pending resume if none was yet)."""
         if self._resume is not None:
             return dict(self._resume)
-        return {"epoch": self.sampler.epoch, "batches": self._batches}
+        # A checkpoint taken after set_epoch but before the new epoch's first batch: none of it is done yet.
+        batches = self._batches if self._epoch == self.sampler.epoch else 0
+        return {"epoch": self.sampler.epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume the saved epoch after its saved batches (at the next iteration)."""
@@ -429,6 +433,8 @@ class SFTDataModule(L.LightningDataModule):
         seed: Seed of the batch plan (plus the epoch number) and of the validation split.
         limit: Use only the first N rows of each file (quick runs).
         chat_template: "model" (the tokenizer's own) or "llama-minimal" (the paper's template for Llama models).
+        trust_remote_code: Allow tokenizer code shipped inside the model directory (the CLI links it to the
+            model's ``trust_remote_code``).
         drop_last: Train whole optimizer steps only: each epoch leaves out the batches of its last, incomplete
             gradient accumulation (``trainer.accumulate_grad_batches``), a different share of the shuffled data
             every epoch. The paper does so (15 steps of 128 on 2000 conversations); without it Lightning steps
@@ -453,6 +459,7 @@ class SFTDataModule(L.LightningDataModule):
         seed: int = 0,
         limit: int | None = None,
         chat_template: ChatTemplate = "model",
+        trust_remote_code: bool = False,
         drop_last: bool = False,
     ) -> None:
         super().__init__()
@@ -462,7 +469,7 @@ class SFTDataModule(L.LightningDataModule):
         self.max_length, self.batch_size, self.loss_on = max_length, batch_size, loss_on
         self.batching, self.truncation, self.val_fraction = batching, truncation, val_fraction
         self.num_workers, self.seed, self.limit, self.chat_template = num_workers, seed, limit, chat_template
-        self.drop_last = drop_last
+        self.drop_last, self.trust_remote_code = drop_last, trust_remote_code
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pad_id: int | None = None
         self.train_examples: list[dict[str, list[int]]] | None = None  # packed rows with batching="pack"
@@ -474,7 +481,9 @@ class SFTDataModule(L.LightningDataModule):
         """Read, check and tokenize the data (once per process; later calls return at once)."""
         if self.train_examples is not None:
             return
-        self.tokenizer, self.pad_id = load_chat_tokenizer(self.tokenizer_path, chat_template=self.chat_template)
+        self.tokenizer, self.pad_id = load_chat_tokenizer(
+            self.tokenizer_path, chat_template=self.chat_template, trust_remote_code=self.trust_remote_code
+        )
         train_rows = self._rows(self.train_path, "data.train_path")
         val_rows = self._rows(self.val_path, "data.val_path") if self.val_path else []
         if self.val_fraction > 0:

@@ -247,13 +247,16 @@ def test_drop_last_keeps_whole_optimizer_steps(model_dir, sft_dir):
     data = sft_module(model_dir, sft_dir, batch_size=5, drop_last=True)
     data.trainer = SimpleNamespace(**{**vars(fake_trainer(0, 2)), "accumulate_grad_batches": 3})
     data.setup("fit")
+    left_out = []
     for epoch in (0, 1):
         data.trainer.current_epoch = epoch
         loader = data.train_dataloader()
         plan = list(loader.sampler)
         assert len(loader) == len(plan) == 6  # 7 batches per rank, cut to 2 steps of 3
         full = loader.sampler.plan(epoch)[0::2]
-        assert plan == full[:6]  # the shuffled plan's tail is left out, a different one each epoch
+        assert plan == full[:6]  # the shuffled plan's tail is left out ...
+        left_out.append(sorted(full[6]))
+    assert left_out[0] != left_out[1]  # ... a different one each epoch
     with pytest.raises(ValueError, match="fewer than one optimizer step of 8"):
         BatchPlanSampler([10] * 20, 4, multiple_of=8)
 

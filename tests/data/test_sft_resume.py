@@ -92,6 +92,14 @@ def test_a_state_of_another_epoch_is_not_applied(model_dir, sft_dir):
     assert tokens(fresh) == epoch1
 
 
+def test_a_state_saved_before_the_first_batch_of_an_epoch_counts_none_of_it(model_dir, sft_dir):
+    loader = sft_data(model_dir, sft_dir).train_dataloader()
+    assert len(tokens(loader)) == 8  # epoch 0 done
+    loader.sampler.set_epoch(1)
+    iter(loader)  # epoch 1 begun, no batch out yet (a checkpoint from on_train_epoch_start)
+    assert loader.state_dict() == {"epoch": 1, "batches": 0}
+
+
 def test_ranks_resume_their_own_shares(model_dir, sft_dir):
     from types import SimpleNamespace
 

@@ -70,6 +70,10 @@ def test_model_path_is_linked_to_the_tokenizer(model_dir, sft_dir):
     argv = ["--config", str(TINY), "--model.init_args.model_path", str(model_dir)]
     cli = build_cli([*argv, "--data.init_args.train_path", str(sft_dir)], run=False)
     assert cli.datamodule.tokenizer_path == str(model_dir) == cli.model.model_path
+    assert cli.datamodule.trust_remote_code is cli.model.trust_remote_code is False
+    trusted = build_cli([*argv, "--data.init_args.train_path", str(sft_dir), "--model.init_args.trust_remote_code",
+                         "true"], run=False)  # fmt: skip
+    assert trusted.datamodule.trust_remote_code is trusted.model.trust_remote_code is True
 
 
 def test_bridge_fit_dispatches_to_the_training_cli(capsys):

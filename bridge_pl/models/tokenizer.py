@@ -248,7 +248,9 @@ def _trie_pattern(words: Iterable[str]) -> str:
 
 
 def format_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
-    """The RL and evaluation prompt (paper_spec §C.2): [system, user] with a generation prompt, then "<think>".
+    """The RL and evaluation prompt (paper_spec §C.2): [system, user] with a generation prompt ending in "<think>".
+
+    The project's templates end their generation prompt with it; for other templates it is appended.
 
     Args:
         tokenizer: Any tokenizer with a chat template (the project's, or a local Hugging Face model's).

@@ -336,6 +336,7 @@ class GRPOModule(L.LightningModule):
     ) -> list[list[Completion]]:
         """`n` completions of each prompt from the rollout engine, with the policy's current weights."""
         if not self.engine.bound:
+            self.engine.trust_remote_code = self.trust_remote_code  # one setting for the policy and its engine
             self.engine.bind(self.model, self.tokenizer, self.model_path)
             self.engine.mark_stale()  # the policy may hold resumed weights that the engine has not seen
         return self.engine.generate(prompt_ids, n, sampling, policy=self.model, seed=seed)

@@ -81,6 +81,8 @@ class RolloutEngine(ABC):
     push happens at most once per optimizer step and always before the next generation.
     """
 
+    trust_remote_code = False  # whether the engine may run modelling code of the model directory (the module's)
+
     def __init__(self) -> None:
         self._stale = False
         self._bound = False

@@ -66,8 +66,6 @@ class VLLMEngine(RolloutEngine):
         seed: Engine seed (each rank adds its rank); per-call sampling seeds come from the trainer.
         weight_push: "reload" (vLLM's in-place `reload_weights`, the only path that works on CPU) or
             "load_weights" (the model's own `load_weights`, TRL's colocate path, CUDA only).
-        trust_remote_code: Allow modelling code shipped inside the model directory (as the policy's
-            ``trust_remote_code``).
 
     Example::
 
@@ -92,7 +90,6 @@ class VLLMEngine(RolloutEngine):
         sleep_level: Literal[1, 2] = 1,
         seed: int = 0,
         weight_push: Literal["reload", "load_weights"] = "reload",
-        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         issues = []
@@ -118,7 +115,6 @@ class VLLMEngine(RolloutEngine):
         self.sleep_level = sleep_level
         self.seed = seed
         self.weight_push = weight_push
-        self.trust_remote_code = trust_remote_code
         self.llm: Any = None
         self._sleeping: set[str] = set()  # what sleep mode has released: "weights", "kv_cache"
 

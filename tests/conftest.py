@@ -1,4 +1,7 @@
-"""Shared test doubles.
+"""Shared fixtures and test doubles.
+
+`model_dir` is a fresh tiny model (llama-1m, seed 0) per test module; modules that need another preset or
+seed define their own.
 
 `ScriptedEngine` is a rollout engine whose completions are fixed texts (real tokens of the real tokenizer), so
 GRPO tests can choose the rewards: for prompt i it returns ``right_counts[i % len]`` right answers (the
@@ -8,9 +11,19 @@ scoring around it are the real code.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bridge_pl.models.model_io import init_model_dir
 from bridge_pl.rollout import Completion, RolloutEngine
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A fresh tiny model directory (llama-1m, seed 0) for the test module."""
+    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
+
 
 ANSWER = "\nSo x = {v}.\n</think>\n<answer>\nThe final answer is \\boxed{{{v}}}.\n</answer>"
 

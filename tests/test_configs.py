@@ -14,7 +14,7 @@ import yaml
 
 from bridge_pl.cli import main as bridge_main
 from bridge_pl.data.sft import BatchPlanSampler
-from bridge_pl.models.model_io import init_model_dir, load_model
+from bridge_pl.models.model_io import load_model
 from bridge_pl.train_cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -32,11 +32,6 @@ def test_every_config_is_covered():
     assert covered == {p.resolve() for p in CONFIGS.rglob("*.yaml")}
     assert {p.name for p in SFT_CONFIGS} >= PAPER | {"tiny.yaml", "tiny_bridge.yaml"}
     assert {p.name for p in GRPO_CONFIGS} >= PAPER | {"tiny.yaml"}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
 
 
 @pytest.fixture(scope="module")

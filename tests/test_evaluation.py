@@ -10,14 +10,9 @@ import pytest
 from bridge_pl.cli import main as bridge_main
 from bridge_pl.data.io import write_dataset
 from bridge_pl.evaluation import evaluate_prompts, markdown_table, pass_at_k
-from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
+from bridge_pl.models.model_io import load_model, load_tokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
 
 
 @pytest.fixture(scope="module")

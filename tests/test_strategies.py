@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from bridge_pl.cli import main as bridge_main
-from bridge_pl.models.model_io import build_model, init_model_dir, load_model
+from bridge_pl.models.model_io import build_model, load_model
 from bridge_pl.models.tokenizer import build_tokenizer
 from bridge_pl.modules.parallel import DecoderLayerPolicy, decoder_layer_classes
 
@@ -50,11 +50,6 @@ class CPUFSDPStrategy(FSDPStrategy):
             **self.kwargs,
         )
 '''
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
 
 
 @pytest.fixture(scope="module")

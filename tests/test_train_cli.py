@@ -10,18 +10,12 @@ import pytest
 import yaml
 
 from bridge_pl.cli import main as bridge_main
-from bridge_pl.models.model_io import init_model_dir
 from bridge_pl.train_cli import build_cli, main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "sft" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from bridge_pl.data.datamodules import PromptPoolDataModule
 from bridge_pl.data.io import write_dataset
-from bridge_pl.models.model_io import init_model_dir
 from bridge_pl.modules import OptimizerConfig
 from bridge_pl.modules.grpo import GRPOLossConfig, GRPOModule, RolloutConfig
 from callbacks.completions import CompletionsCallback
@@ -23,11 +22,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::Deprecat
 
 N = 4
 RIGHT = (0, 1, 2, 3, 4, 2)  # right answers per prompt, cycling: alpha 0, .25, .5, .75, 1, .5
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,10 @@ import torch
 
 from bridge_pl.cli import main as bridge_main
 from bridge_pl.data.datamodules import SFTDataModule
-from bridge_pl.models.model_io import init_model_dir
 from bridge_pl.modules import OptimizerConfig, SFTModule
 from callbacks.greedy_eval import GreedyEvalCallback, _greedy
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
 
 
 def generate(out: Path, split: str, size: int) -> Path:

@@ -21,7 +21,7 @@ from bridge_pl.data.igsm import encode_problems
 from bridge_pl.data.io import DatasetError, write_dataset
 from bridge_pl.data.records import OFFICIAL_COLUMNS, AnswerStyle, generate_rows
 from bridge_pl.data.sft import BatchPlanSampler, encode_conversations, load_chat_tokenizer
-from bridge_pl.models.model_io import init_model_dir, load_tokenizer
+from bridge_pl.models.model_io import load_tokenizer
 from bridge_pl.models.tokenizer import LLAMA_MINIMAL_TEMPLATE, format_prompt
 from bridge_pl.task.generator import GeneratorConfig
 
@@ -29,17 +29,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tokenizer(model_dir):
     return load_tokenizer(model_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sft_rows() -> list[dict]:
     """Long BRIDGE answers (op 15-20) mixed with short plain ones (op 2-6): lengths vary as in a real mix."""
     long = generate_rows(GeneratorConfig(), 100, 40, AnswerStyle("bridge"))
@@ -50,14 +45,14 @@ def sft_rows() -> list[dict]:
     return [rows[i] for i in order]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sft_dir(tmp_path_factory, sft_rows) -> Path:
     out = tmp_path_factory.mktemp("data") / "sft"
     write_dataset(out, sft_rows, config={"split": "sft"})
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def official_file(tmp_path_factory, sft_rows) -> Path:
     """The official iGSM-reasoning columns only, as a JSONL file."""
     path = tmp_path_factory.mktemp("official") / "test.jsonl"
@@ -340,7 +335,7 @@ def test_igsm_arguments_are_checked(model_dir):
 EASY = GeneratorConfig(min_op=2, max_op=6)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def problems_dir(tmp_path_factory) -> Path:
     """12 problems written by the dataset writer in the paper's BRIDGE style (what `bridge data generate` does)."""
     out = tmp_path_factory.mktemp("problems") / "bridge"

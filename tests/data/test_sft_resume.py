@@ -17,17 +17,11 @@ from bridge_pl.data.datamodules import IGSMDataModule, SFTDataModule
 from bridge_pl.data.io import write_dataset
 from bridge_pl.data.records import AnswerStyle, generate_rows
 from bridge_pl.data.sft import BatchPlanSampler, ResumableLoader
-from bridge_pl.models.model_io import init_model_dir
 from bridge_pl.modules import OptimizerConfig, SFTModule
 from bridge_pl.task.generator import GeneratorConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 ROWS = 30  # 8 batches of 4 per epoch (the last one of 2)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
 
 
 @pytest.fixture(scope="module")

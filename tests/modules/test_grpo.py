@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from bridge_pl.data.datamodules import PromptPoolDataModule
 from bridge_pl.data.io import write_dataset
-from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
+from bridge_pl.models.model_io import load_model, load_tokenizer
 from bridge_pl.modules import OptimizerConfig
 from bridge_pl.modules.grpo import GRPOLossConfig, GRPOModule, RolloutConfig, UpdateConfig
 from bridge_pl.modules.policy import LoraConfig
@@ -23,11 +23,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::Deprecat
 # Every question has the answer 7, so learning needs no arithmetic: "7" must become likelier than "8".
 BAGS = ("Bag", "Box", "Crate", "Tote", "Case", "Pouch")
 QUESTIONS = [f"The number of each {bag}'s Pen equals 7. How many Pen does each {bag} have?" for bag in BAGS]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
 
 
 @pytest.fixture(scope="module")

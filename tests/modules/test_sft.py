@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from bridge_pl.cli import main as bridge_main
 from bridge_pl.data.collate import pack_examples, sft_collate
 from bridge_pl.data.datamodules import SFTDataModule
-from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
+from bridge_pl.models.model_io import load_model, load_tokenizer
 from bridge_pl.models.tokenizer import LLAMA_MINIMAL_TEMPLATE
 from bridge_pl.modules import LoraConfig, OptimizerConfig, SchedulerConfig, SFTModule, token_cross_entropy
 from bridge_pl.modules.optim import lr_multiplier
@@ -27,11 +27,6 @@ TAGS = ("train/loss", "train/ppl", "train/lr", "train/grad_norm", "train/tokens_
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
-
-
 @pytest.fixture(scope="module")
 def sft_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "sft"

@@ -16,16 +16,23 @@ import math
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import torch
-
-from bridge_pl.analysis.probe import load_probe
-from bridge_pl.models.model_io import load_model, load_tokenizer
+from bridge_pl.data.prompt_sets import PromptSet, load_prompt_set
 from bridge_pl.rollout.base import RolloutEngine, SamplingConfig
+from bridge_pl.rollout.factory import EngineKind, bound_engine
 from bridge_pl.task.verify import extract_answer, strict_match_reward
 
-__all__ = ["bound_engine", "evaluate", "evaluate_prompts", "make_engine", "markdown_table", "pass_at_k", "write_report"]
+__all__ = [
+    "evaluate",
+    "evaluate_prompts",
+    "evaluate_split",
+    "markdown_table",
+    "pass_at_k",
+    "split_metrics",
+    "summarize",
+    "write_report",
+]
 
 EXAMPLES_KEPT = 5
 
@@ -43,30 +50,113 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def make_engine(kind: Literal["hf", "vllm"], batch_size: int = 64, **vllm_kwargs: Any) -> RolloutEngine:
-    """A rollout engine by name: "hf" (transformers generate) or "vllm" (in-process vLLM)."""
-    from bridge_pl.rollout import HFEngine, VLLMEngine
-
-    if kind == "hf":
-        return HFEngine(batch_size=batch_size)
-    if kind == "vllm":
-        return VLLMEngine(**vllm_kwargs)
-    raise ValueError(f"engine {kind!r}: choose hf or vllm")
-
-
-def bound_engine(
-    model_dir: str, engine: Literal["hf", "vllm"] = "hf", batch_size: int = 64, dtype: str = "float32"
-) -> tuple[RolloutEngine, Any, torch.nn.Module]:
-    """(engine, tokenizer, model): a saved model in eval mode on the best device, with an engine bound to it."""
-    tokenizer = load_tokenizer(model_dir)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(model_dir, dtype=dtype).to(device).eval()
-    rollout = make_engine(engine, batch_size=batch_size, dtype=dtype)
-    rollout.bind(model, tokenizer, str(model_dir))
-    return rollout, tokenizer, model
-
-
+# ------------------------------------------------------------------------------------------------ the evaluator
 def evaluate_prompts(
+    engine: RolloutEngine,
+    prompts: PromptSet,
+    sampling: SamplingConfig,
+    *,
+    samples: int = 1,
+    sampled: SamplingConfig | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Score every prompt of a set with a bound engine: one answer under `sampling` and, if asked, `samples` draws.
+
+    The answer is judged by the paper's strict match of its first ``\\boxed{}`` (format bonus 0). This is the one
+    evaluator: `bridge eval`, GRPO validation and test, and `GreedyEvalCallback` all score through it.
+
+    Args:
+        engine: A bound rollout engine (anything with the `RolloutEngine.generate` call).
+        prompts: The prompt set.
+        sampling: How the scored answer is decoded (temperature 0: greedy, the paper's metric).
+        samples: Sampled answers per prompt for mean@k / pass@k (1: none).
+        sampled: How those are drawn (default: `sampling` at temperature 1).
+        batch_size: Prompts per generate call.
+        seed: Seed of the scored answers; batch b of the sampled draws uses ``seed + b * batch_size + 1``.
+
+    Returns:
+        One row per prompt: index, num_ops, ground_truth, predicted, correct, length, truncated, (sample_correct:
+        how many of the `samples` draws are right, when samples > 1), completion.
+    """
+    if samples > 1 and sampled is None:
+        sampled = SamplingConfig(1.0, sampling.top_p, sampling.top_k, sampling.max_new_tokens, sampling.stop)
+    rows: list[dict[str, Any]] = []
+    for first in range(0, len(prompts.prompt_ids), batch_size):
+        ids = prompts.prompt_ids[first : first + batch_size]
+        answers = engine.generate(ids, 1, sampling, seed=seed)
+        draws = engine.generate(ids, samples, sampled, seed=seed + first + 1) if samples > 1 else None
+        for offset, group in enumerate(answers):
+            i = first + offset
+            truth, completion = prompts.ground_truth[i], group[0]
+            row = {
+                "index": prompts.index[i],
+                "num_ops": prompts.num_ops[i],
+                "ground_truth": truth,
+                "predicted": extract_answer(completion.text),
+                "correct": strict_match_reward(completion.text, truth) == 1.0,
+                "length": len(completion.token_ids),
+                "truncated": completion.finish_reason == "length",
+            }
+            if draws is not None:
+                row["sample_correct"] = sum(strict_match_reward(c.text, truth) == 1.0 for c in draws[offset])
+            row["completion"] = completion.text
+            rows.append(row)
+    return rows
+
+
+def _accuracy_block(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
+    """Problems, accuracy and (samples > 1) mean@k, pass@1 and pass@k of some rows."""
+    out = {"problems": len(rows), "accuracy": sum(r["correct"] for r in rows) / len(rows)}
+    if samples > 1:
+        out[f"mean@{samples}"] = sum(r["sample_correct"] for r in rows) / (samples * len(rows))
+        for k in sorted({1, samples}):
+            out[f"pass@{k}"] = sum(pass_at_k(samples, r["sample_correct"], k) for r in rows) / len(rows)
+    return out
+
+
+def _by_op(rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    by_op: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_op[row["num_ops"]].append(row)
+    return dict(sorted(by_op.items()))
+
+
+def summarize(path: str, rows: list[dict[str, Any]], samples: int = 1, seconds: float = 0.0) -> dict[str, Any]:
+    """The report of one prompt set (what eval.json holds per split): totals, per-op breakdown, rows, examples."""
+    return {
+        "path": str(path),
+        **_accuracy_block(rows, samples),
+        "mean_length": sum(r["length"] for r in rows) / len(rows),
+        "truncated": sum(r["truncated"] for r in rows) / len(rows),
+        "seconds": seconds,
+        "per_op": {str(op): _accuracy_block(chosen, samples) for op, chosen in _by_op(rows).items()},
+        "examples": [r["completion"] for r in rows[:EXAMPLES_KEPT]],
+        "rows": [{k: v for k, v in r.items() if k != "completion"} for r in rows],
+    }
+
+
+def split_metrics(rows: list[dict[str, Any]], prefix: str, samples: int = 1) -> dict[str, float]:
+    """The scalar metrics of scored rows under one naming scheme (TensorBoard): ``<prefix>/<metric>``.
+
+    ``accuracy``, ``completion_length`` (mean tokens of the scored answers), ``accuracy_op_<n>`` per operation
+    count, and with samples > 1 ``mean@k``, ``pass@1``, ``pass@k``.
+
+    >>> rows = [{"num_ops": 2, "correct": True, "length": 4}, {"num_ops": 3, "correct": False, "length": 6}]
+    >>> split_metrics(rows, "val")
+    {'val/accuracy': 0.5, 'val/completion_length': 5.0, 'val/accuracy_op_2': 1.0, 'val/accuracy_op_3': 0.0}
+    """
+    block = _accuracy_block(rows, samples)
+    metrics = {f"{prefix}/accuracy": block["accuracy"]}
+    metrics[f"{prefix}/completion_length"] = sum(r["length"] for r in rows) / len(rows)
+    metrics |= {f"{prefix}/{k}": v for k, v in block.items() if "@" in k}
+    for op, chosen in _by_op(rows).items():
+        metrics[f"{prefix}/accuracy_op_{op}"] = sum(r["correct"] for r in chosen) / len(chosen)
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------ bridge eval
+def evaluate_split(
     engine: RolloutEngine,
     tokenizer: Any,
     path: str,
@@ -78,96 +168,47 @@ def evaluate_prompts(
     limit: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Score one prompt set (query, final_answer) with a bound engine; see the module docstring for the metrics."""
-    probe = load_probe(path, tokenizer, limit)
+    """Greedy-score one prompt set from disk (and sample it `samples` times) and summarize it (`summarize`)."""
+    prompts = load_prompt_set(path, tokenizer, limit)
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
     sampled = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
-    rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    for first in range(0, len(probe.prompt_ids), batch_size):
-        ids = probe.prompt_ids[first : first + batch_size]
-        answers = engine.generate(ids, 1, greedy, seed=seed)
-        draws = engine.generate(ids, samples, sampled, seed=seed + first + 1) if samples > 1 else None
-        for offset, group in enumerate(answers):
-            i = first + offset
-            truth, completion = probe.ground_truth[i], group[0]
-            row = {
-                "index": i,
-                "num_ops": probe.num_ops[i],
-                "ground_truth": truth,
-                "predicted": extract_answer(completion.text),
-                "correct": strict_match_reward(completion.text, truth) == 1.0,
-                "length": len(completion.token_ids),
-                "truncated": completion.finish_reason == "length",
-            }
-            if draws is not None:
-                row["sample_correct"] = sum(strict_match_reward(c.text, truth) == 1.0 for c in draws[offset])
-            row["completion"] = completion.text
-            rows.append(row)
-    return _summary(path, rows, samples, time.perf_counter() - start)
-
-
-def _summary(path: str, rows: list[dict[str, Any]], samples: int, seconds: float) -> dict[str, Any]:
-    def block(chosen: list[dict[str, Any]]) -> dict[str, Any]:
-        out = {"problems": len(chosen), "accuracy": sum(r["correct"] for r in chosen) / len(chosen)}
-        if samples > 1:
-            out[f"mean@{samples}"] = sum(r["sample_correct"] for r in chosen) / (samples * len(chosen))
-            for k in sorted({1, samples}):
-                out[f"pass@{k}"] = sum(pass_at_k(samples, r["sample_correct"], k) for r in chosen) / len(chosen)
-        return out
-
-    by_op: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_op[row["num_ops"]].append(row)
-    return {
-        "path": str(path),
-        **block(rows),
-        "mean_length": sum(r["length"] for r in rows) / len(rows),
-        "truncated": sum(r["truncated"] for r in rows) / len(rows),
-        "seconds": seconds,
-        "per_op": {str(op): block(chosen) for op, chosen in sorted(by_op.items())},
-        "examples": [r["completion"] for r in rows[:EXAMPLES_KEPT]],
-        "rows": [{k: v for k, v in r.items() if k != "completion"} for r in rows],
-    }
+    rows = evaluate_prompts(engine, prompts, greedy, samples=samples, sampled=sampled, batch_size=batch_size, seed=seed)
+    return summarize(path, rows, samples, time.perf_counter() - start)
 
 
 def evaluate(
     model_dir: str,
     datasets: dict[str, str],
     *,
-    engine: Literal["hf", "vllm"] = "hf",
+    engine_kind: EngineKind = "hf",
     max_new_tokens: int = 1024,
     samples: int = 1,
     temperature: float = 1.0,
     batch_size: int = 64,
     limit: int | None = None,
     seed: int = 0,
-    dtype: Literal["float32", "bfloat16"] = "float32",
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Evaluate a local Hugging Face model directory on named prompt sets (e.g. {"id": ..., "ood": ...})."""
-    rollout, tokenizer, _ = bound_engine(model_dir, engine, batch_size, dtype)
-    results = {
-        "model": str(model_dir),
-        "engine": engine,
-        "samples": samples,
-        "max_new_tokens": max_new_tokens,
-        "splits": {
-            name: evaluate_prompts(
-                rollout,
-                tokenizer,
-                path,
-                max_new_tokens=max_new_tokens,
-                samples=samples,
-                temperature=temperature,
-                batch_size=batch_size,
-                limit=limit,
-                seed=seed,
-            )  # fmt: skip
-            for name, path in datasets.items()
-        },
+    engine, tokenizer, _ = bound_engine(model_dir, engine_kind, batch_size=batch_size, dtype=dtype)
+    splits = {
+        name: evaluate_split(
+            engine,
+            tokenizer,
+            path,
+            max_new_tokens=max_new_tokens,
+            samples=samples,
+            temperature=temperature,
+            batch_size=batch_size,
+            limit=limit,
+            seed=seed,
+        )  # fmt: skip
+        for name, path in datasets.items()
     }
-    rollout.close()
-    return results
+    engine.close()
+    results = {"model": str(model_dir), "engine": engine_kind, "samples": samples, "max_new_tokens": max_new_tokens}
+    return results | {"splits": splits}
 
 
 def markdown_table(results: dict[str, Any]) -> str:

@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from bridge_pl.data.pipeline import GenerationPlan, generate_dataset, generation_plan
+
 __all__ = ["ExperimentConfig", "MethodConfig", "build_report", "load_config", "run_experiment"]
 
 STAGES = ("data", "sft", "sft_eval", "probe", "grpo", "rft_eval")
@@ -44,7 +46,7 @@ TINY_SETS = {
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """How one method writes its SFT answers (the flags of `bridge data generate`)."""
+    """How one method writes its SFT answers (the settings of `bridge_pl.data.pipeline.generation_plan`)."""
 
     style: str = "plain"
     """Answer style: plain (vanilla CoT) or bridge."""
@@ -54,17 +56,18 @@ class MethodConfig:
     """pp-aug or rc-aug (several rows per problem)."""
     copies: int = 4
     """Rows per problem with augment."""
-    extra_args: tuple[str, ...] = ()
-    """More `bridge data generate` flags (e.g. ["--exploration", "0.2"])."""
+    behavior_overrides: dict[str, Any] = field(default_factory=dict)
+    """`BehaviorConfig` fields set over the preset (e.g. {exploration: 0.2})."""
+    generator_overrides: dict[str, Any] = field(default_factory=dict)
+    """`GeneratorConfig` fields set over the split's (e.g. {max_op: 6})."""
 
-    def generate_args(self) -> list[str]:
-        """The `bridge data generate` flags of this method."""
-        args = ["--style", self.style]
-        if self.behaviors:
-            args += ["--behaviors", self.behaviors]
-        if self.augment:
-            args += ["--augment", self.augment, "--copies", str(self.copies)]
-        return args + list(self.extra_args)
+    def plan(self, split: str) -> GenerationPlan:
+        """The generation plan of this method's SFT set on a split preset."""
+        return generation_plan(
+            split=split, style=self.style, behaviors=self.behaviors, augmentation=self.augment,
+            copies=self.copies if self.augment else None, behavior_overrides=self.behavior_overrides,
+            generator_overrides=self.generator_overrides,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,11 @@ def load_config(path: str | Path) -> ExperimentConfig:
         )
     if not config.methods:
         raise ValueError(f"{path}: methods is empty")
+    for name, method in config.methods.items():  # a bad style, preset or override fails now, not hours in
+        try:
+            method.plan(config.sft_split)
+        except ValueError as err:
+            raise ValueError(f"{path}: methods.{name}: {err}") from err
     return config
 
 
@@ -176,7 +184,7 @@ class Runner:
     def shared_data(self) -> None:
         """Write the RL, validation and test sets every method shares."""
         for name, split in self.config.sets.items():
-            self._generate(self.out / "data" / name, ["--split", split])
+            self._generate(self.out / "data" / name, generation_plan(split=split))
 
     def base_model(self, seed: int) -> Path:
         """The starting model of a seed: the configured directory, or a fresh tiny model initialised with the seed."""
@@ -184,15 +192,16 @@ class Runner:
             return Path(self.config.base_model)
         path = self.out / "base_models" / f"seed_{seed}"
         if not (path / "config.json").is_file():
-            self._bridge(["model", "init", "--out", str(path), "--preset", self.config.base_preset, "--seed", str(seed),
-                          "--overwrite"])  # fmt: skip
+            from bridge_pl.models.model_io import init_model_dir  # torch: only here
+
+            init_model_dir(path, preset=self.config.base_preset, seed=seed)
         return path
 
     def run_method(self, method: str, seed: int, base: Path) -> None:
         """Every stage of one (method, seed) run whose output is missing."""
         run = self.out / method / f"seed_{seed}"
         data = self.out / "data" / f"sft_{method}"
-        self._generate(data, ["--split", self.config.sft_split, *self.config.methods[method].generate_args()])
+        self._generate(data, self.config.methods[method].plan(self.config.sft_split))
         sft_model, rft_model = run / "sft_model", run / "rft_model"
         tb = self.out / "tb"
         if not (sft_model / "config.json").is_file():
@@ -244,15 +253,15 @@ class Runner:
         result = probe_model(
             str(model), str(self.out / "data" / probe.prompts), str(self.out / "data" / probe.targets),
             size=probe.size, num_generations=probe.num_generations, max_new_tokens=probe.max_new_tokens,
-            influence=probe.influence, seed=seed, engine=self.config.eval_engine,
+            influence=probe.influence, seed=seed, engine_kind=self.config.eval_engine,
         )  # fmt: skip
         out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
     # --------------------------------------------------------------------------------------- helpers
-    def _generate(self, path: Path, args: list[str]) -> None:
+    def _generate(self, path: Path, plan: GenerationPlan) -> None:
         if (path / "dataset_config.json").is_file():
             return
-        self._bridge(["data", "generate", *args, "--out", str(path), "--overwrite", "--quiet"])
+        generate_dataset(path, plan, overwrite=True)
 
     def _stage(self, method: str, seed: int, stage: str) -> None:
         self.log(f"[experiment] {time.strftime('%H:%M:%S')} {method} seed {seed}: {stage}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 
 from bridge_pl.analysis.plots import matplotlib_available, save_figure
+from bridge_pl.rollout.base import SamplingConfig
 
 __all__ = [
     "analysis_dir",
@@ -79,3 +81,9 @@ def log_figure(trainer: L.Trainer, tag: str, make_figure, step: int, png: Path) 
     for writer in tensorboard_writers(trainer):
         writer.add_figure(tag, fig, global_step=step, close=False)
     save_figure(fig, png)
+
+
+def probe_sampling(pl_module: L.LightningModule, temperature: float, max_new_tokens: int | None) -> SamplingConfig:
+    """The GRPO rollouts' sampling settings at a probe's own temperature (and length, if it sets one)."""
+    rollout = pl_module.rollout.sampling
+    return replace(rollout, temperature=temperature, max_new_tokens=max_new_tokens or rollout.max_new_tokens)

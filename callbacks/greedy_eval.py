@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,14 @@ from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from bridge_pl.data.io import read_dataset
-from bridge_pl.models.tokenizer import format_prompt
-from bridge_pl.task.verify import extract_answer, strict_match_reward
+from bridge_pl.data.prompt_sets import PromptSet, load_prompt_set
+from bridge_pl.evaluation import evaluate_prompts, split_metrics, summarize
+from bridge_pl.rollout.base import SamplingConfig
+from bridge_pl.rollout.hf import HFEngine
 
 __all__ = ["GreedyEvalCallback"]
 
-STOP = "</answer>"  # generation ends here (kept) or at the tokenizer's eos, as in the paper's evaluation
 RESULTS_FILE = "greedy_eval.json"
-EXAMPLES_KEPT = 8  # completions written in full to the JSON file (the rest: extracted answers only)
 
 
 class GreedyEvalCallback(L.Callback):
@@ -29,10 +27,13 @@ class GreedyEvalCallback(L.Callback):
 
     Each prompt is the chat template of the question followed by "<think>" (`format_prompt`); decoding is
     greedy and stops at "</answer>" or the eos token; the reward is the paper's strict match of the first
-    ``\\boxed{}`` (format bonus 0). Logs ``eval/greedy_accuracy`` and ``eval/greedy_accuracy_op_<n>`` (one per
-    operation count), prints ``greedy accuracy on <path>: X.X% (n/N)`` after fit, and writes
-    ``<log dir>/greedy_eval.json``. Under DDP each rank decodes a share of the prompts. It only observes:
-    the model is put back in train mode and the random state is restored, so training is the same without it.
+    ``\\boxed{}`` (format bonus 0). The prompts go through an `HFEngine` bound to the model being trained and are
+    scored by `bridge_pl.evaluation.evaluate_prompts`, the evaluator of ``bridge eval`` and GRPO validation. Logs
+    ``eval/accuracy``, ``eval/accuracy_op_<n>`` (one per operation count) and ``eval/completion_length``, prints
+    ``greedy accuracy on <path>: X.X% (n/N)`` after fit, and writes ``<log dir>/greedy_eval.json`` (the split
+    report of ``bridge eval``'s eval.json, plus the step). Under DDP each rank decodes a share of the prompts.
+    It only observes: the engine puts the model back in train mode and restores the random state, so training is
+    the same without it.
 
     Args:
         prompts_path: Dataset with ``query`` and ``final_answer`` columns (a dataset directory or a
@@ -72,6 +73,8 @@ class GreedyEvalCallback(L.Callback):
         self.every_n_epochs = every_n_epochs
         self.at_fit_end = on_fit_end  # not `self.on_fit_end`: that name is the hook below
         self.results: dict[str, Any] | None = None  # the last evaluation (what greedy_eval.json holds)
+        self._metrics: dict[str, float] = {}
+        self._prompts: PromptSet | None = None  # read once, at the first evaluation
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -86,7 +89,7 @@ class GreedyEvalCallback(L.Callback):
         if results is not None and trainer.is_global_zero:
             print(
                 f"greedy accuracy on {self.prompts_path}: {100 * results['accuracy']:.1f}% "
-                f"({results['correct']}/{results['total']})"
+                f"({results['correct']}/{results['problems']})"
             )
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any] | None:
@@ -97,32 +100,22 @@ class GreedyEvalCallback(L.Callback):
                 "saved Hugging Face model instead"
             )
             return None
-        rows = read_dataset(self.prompts_path, required=("query", "final_answer"))[: self.limit]
-        mine = rows[trainer.global_rank :: trainer.world_size]
+        if self._prompts is None:
+            self._prompts = load_prompt_set(self.prompts_path, pl_module.tokenizer, self.limit)
+        engine = HFEngine(batch_size=self.batch_size)
+        engine.bind(pl_module.model, pl_module.tokenizer, str(getattr(pl_module, "model_path", "")))
+        greedy = SamplingConfig(temperature=0.0, max_new_tokens=self.max_new_tokens)
         with torch.random.fork_rng(devices=[]):  # greedy draws nothing, but stay certain training is unchanged
-            scored = self._score(pl_module, mine)
-        scored = _gather(trainer, scored)
-        self.results = _summary(self.prompts_path, scored, trainer.global_step)
+            rows = evaluate_prompts(engine, _shard(self._prompts, trainer), greedy, batch_size=self.batch_size)
+        rows = sorted(_gather(trainer, rows), key=lambda row: row["index"])
+        self.results = {"step": trainer.global_step, **summarize(self.prompts_path, rows)}
+        self.results["correct"] = sum(row["correct"] for row in rows)
+        self._metrics = split_metrics(rows, "eval")
         self._log(trainer)
         return self.results
 
-    def _score(self, pl_module: L.LightningModule, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        model, tokenizer = pl_module.model, pl_module.tokenizer
-        was_training = model.training
-        model.eval()
-        try:
-            completions = []
-            for start in range(0, len(rows), self.batch_size):
-                batch = rows[start : start + self.batch_size]
-                completions += _greedy(model, tokenizer, [r["query"] for r in batch], self.max_new_tokens)
-        finally:
-            model.train(was_training)
-        return [_score_row(row, completion) for row, completion in zip(rows, completions, strict=True)]
-
     def _log(self, trainer: L.Trainer) -> None:
-        results = self.results
-        metrics = {"eval/greedy_accuracy": results["accuracy"]}
-        metrics |= {f"eval/greedy_accuracy_op_{op}": v["accuracy"] for op, v in results["per_op"].items()}
+        results, metrics = self.results, self._metrics
         out = Path(trainer.log_dir or trainer.default_root_dir) / RESULTS_FILE  # log_dir is collective: all ranks ask
         if not trainer.is_global_zero:
             return
@@ -133,38 +126,12 @@ class GreedyEvalCallback(L.Callback):
         rank_zero_info(f"greedy evaluation written to {out}")
 
 
-@torch.no_grad()
-def _greedy(model: torch.nn.Module, tokenizer: Any, questions: list[str], max_new_tokens: int) -> list[str]:
-    """Greedy completions (text after the prompt, cut after the first "</answer>") of a batch of questions."""
-    prompts = [format_prompt(tokenizer, q) for q in questions]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # a batch of prompts must end where generation starts
-    try:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
-    device = next(model.parameters()).device
-    out = model.generate(
-        input_ids=enc["input_ids"].to(device),
-        attention_mask=enc["attention_mask"].to(device),
-        do_sample=False,
-        max_new_tokens=max_new_tokens,
-        stop_strings=[STOP],
-        tokenizer=tokenizer,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [t[: t.index(STOP) + len(STOP)] if STOP in t else t for t in texts]
-
-
-def _score_row(row: dict[str, Any], completion: str) -> dict[str, Any]:
-    return {
-        "num_ops": row.get("num_ops"),
-        "ground_truth": str(row["final_answer"]),
-        "predicted": extract_answer(completion),
-        "correct": strict_match_reward(completion, row["final_answer"]) == 1.0,
-        "completion": completion,
-    }
+def _shard(prompts: PromptSet, trainer: L.Trainer) -> PromptSet:
+    """This rank's share of the prompts (every world_size-th one)."""
+    rank, world = trainer.global_rank, trainer.world_size
+    pick = lambda values: values[rank::world]  # noqa: E731
+    fields = (prompts.prompt_ids, prompts.ground_truth, prompts.num_ops, prompts.index)
+    return PromptSet(prompts.path, *(pick(values) for values in fields))
 
 
 def _gather(trainer: L.Trainer, scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -174,26 +141,6 @@ def _gather(trainer: L.Trainer, scored: list[dict[str, Any]]) -> list[dict[str, 
     parts: list[Any] = [None] * trainer.world_size
     torch.distributed.all_gather_object(parts, scored)
     return [row for part in parts for row in part]
-
-
-def _summary(path: str, scored: list[dict[str, Any]], step: int) -> dict[str, Any]:
-    by_op: dict[Any, list[bool]] = defaultdict(list)
-    for row in scored:
-        by_op[row["num_ops"]].append(row["correct"])
-    correct = sum(r["correct"] for r in scored)
-    return {
-        "prompts_path": str(path),
-        "step": step,
-        "accuracy": correct / max(len(scored), 1),
-        "correct": correct,
-        "total": len(scored),
-        "per_op": {
-            op: {"accuracy": sum(v) / len(v), "correct": sum(v), "total": len(v)}
-            for op, v in sorted(by_op.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
-        },
-        "rows": [{k: v for k, v in r.items() if k != "completion"} for r in scored],
-        "examples": [r["completion"] for r in scored[:EXAMPLES_KEPT]],
-    }
 
 
 def _validate(prompts_path: str, max_new_tokens: int, batch_size: int, limit: int | None, every_n_epochs: int) -> None:

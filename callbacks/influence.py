@@ -13,9 +13,17 @@ from typing_extensions import override
 from bridge_pl.analysis.accuracy import BINS, accuracy_histogram
 from bridge_pl.analysis.influence import GradientSpace, influence_summary, select_parameters
 from bridge_pl.analysis.plots import influence_figure
-from bridge_pl.analysis.probe import Probe, load_probe, measure_influence, sample_probe
-from bridge_pl.rollout.base import SamplingConfig
-from callbacks._common import analysis_dir, check_grpo_module, log_figure, log_scalars, sharded, write_json
+from bridge_pl.analysis.probe import measure_influence, sample_probe
+from bridge_pl.data.prompt_sets import PromptSet, load_prompt_set
+from callbacks._common import (
+    analysis_dir,
+    check_grpo_module,
+    log_figure,
+    log_scalars,
+    probe_sampling,
+    sharded,
+    write_json,
+)
 
 __all__ = ["InfluenceCallback"]
 
@@ -108,7 +116,7 @@ class InfluenceCallback(L.Callback):
         self.every_n_steps, self.at_train_start = every_n_steps, at_train_start
         self.parameters, self.num_layers, self.sketch_dim = parameters, num_layers, sketch_dim
         self.micro_batch_size, self.seed = micro_batch_size, seed
-        self._sets: tuple[Probe, Probe] | None = None
+        self._sets: tuple[PromptSet, PromptSet] | None = None
         self._space: GradientSpace | None = None
         self.results: dict[str, Any] | None = None  # the last measurement
 
@@ -132,11 +140,7 @@ class InfluenceCallback(L.Callback):
             rank_zero_warn("InfluenceCallback skipped: under FSDP the parameters are shards")
             return None
         probe, target = self._load(pl_module)
-        sampling = SamplingConfig(
-            temperature=self.temperature,
-            max_new_tokens=self.max_new_tokens or pl_module.rollout.max_new_tokens,
-            stop=tuple(pl_module.rollout.stop),
-        )
+        sampling = probe_sampling(pl_module, self.temperature, self.max_new_tokens)
         model = pl_module.model
         was_training = model.training
         with torch.random.fork_rng(devices=[]):
@@ -152,12 +156,12 @@ class InfluenceCallback(L.Callback):
                 model.train(was_training)
         return self._log(trainer, pl_module.rollout_step, terms, t_vector, train.alphas)
 
-    def _load(self, pl_module: L.LightningModule) -> tuple[Probe, Probe]:
+    def _load(self, pl_module: L.LightningModule) -> tuple[PromptSet, PromptSet]:
         if self._sets is None:
             tokenizer = pl_module.tokenizer
             self._sets = (
-                load_probe(self.probe_path, tokenizer, self.probe_size),
-                load_probe(self.target_path, tokenizer, self.target_size),
+                load_prompt_set(self.probe_path, tokenizer, self.probe_size),
+                load_prompt_set(self.target_path, tokenizer, self.target_size),
             )
             params = select_parameters(pl_module.model, self.parameters, self.num_layers)
             self._space = GradientSpace(params, sketch_dim=self.sketch_dim, seed=self.seed)

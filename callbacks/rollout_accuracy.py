@@ -10,9 +10,17 @@ from typing_extensions import override
 
 from bridge_pl.analysis.accuracy import BINS, accuracy_histogram
 from bridge_pl.analysis.plots import accuracy_figure
-from bridge_pl.analysis.probe import Probe, load_probe, sample_probe
-from bridge_pl.rollout.base import SamplingConfig
-from callbacks._common import analysis_dir, check_grpo_module, log_figure, log_scalars, tensorboard_writers, write_json
+from bridge_pl.analysis.probe import sample_probe
+from bridge_pl.data.prompt_sets import PromptSet, load_prompt_set
+from callbacks._common import (
+    analysis_dir,
+    check_grpo_module,
+    log_figure,
+    log_scalars,
+    probe_sampling,
+    tensorboard_writers,
+    write_json,
+)
 
 __all__ = ["RolloutAccuracyCallback"]
 
@@ -81,7 +89,7 @@ class RolloutAccuracyCallback(L.Callback):
         self.num_generations, self.max_new_tokens, self.temperature = num_generations, max_new_tokens, temperature
         self.at_train_start, self.probe_every_n_steps, self.seed = at_train_start, probe_every_n_steps, seed
         self._pooled: list[float] = []
-        self._probe: Probe | None = None
+        self._probe: PromptSet | None = None
         self.results: dict[str, dict[str, Any]] = {}  # source -> the last histogram
 
     @override
@@ -108,12 +116,8 @@ class RolloutAccuracyCallback(L.Callback):
     def measure_probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """Sample the probe set with the current policy and log its histogram; returns it."""
         if self._probe is None:
-            self._probe = load_probe(self.probe_path, pl_module.tokenizer, self.probe_size)
-        sampling = SamplingConfig(
-            temperature=self.temperature,
-            max_new_tokens=self.max_new_tokens or pl_module.rollout.max_new_tokens,
-            stop=tuple(pl_module.rollout.stop),
-        )
+            self._probe = load_prompt_set(self.probe_path, pl_module.tokenizer, self.probe_size)
+        sampling = probe_sampling(pl_module, self.temperature, self.max_new_tokens)
         with torch.random.fork_rng(devices=[]):
             rollouts = sample_probe(pl_module.sample, self._probe, self.num_generations, sampling, self.seed)
         return self._log(trainer, "probe", rollouts.alphas, pl_module.rollout_step)

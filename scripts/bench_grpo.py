@@ -3,16 +3,19 @@
 Both run the same from-scratch tiny model on the same prompts (rl_train: the paper's; chat template + "<think>"),
 P prompts x N rollouts per step sampled with transformers ``generate`` at temperature 1 up to L new tokens, the
 same reward (strict match), KL coefficient, learning rate, loss (grpo aggregation, group-std advantages) and one
-optimizer step per batch; fp32 on the CPU with the same thread count. The figure is the median wall time of a step after
-warm-up (generation + scoring + update), and the ratio TRL / ours. Needs ``pip install trl``.
+optimizer step per batch; fp32 on the CPU with the same thread count (or one CUDA GPU, fp32 or bf16 autocast). The
+figure is the median wall time of a step after warm-up (generation + scoring + update), and the ratio TRL / ours.
+TRL's side needs ``pip install "bridge-pl[bench]"``; without TRL (or with --skip-trl) ours is measured alone, no ratio.
 
     python scripts/bench_grpo.py                       # rl_train prompts, P 4, N 16, L 128, 4 measured steps
     python scripts/bench_grpo.py --split tiny_rl_train --prompts 8 --generations 8
+    python scripts/bench_grpo.py --accelerator gpu --precision bf16-mixed --skip-trl
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import tempfile
 import time
@@ -21,13 +24,13 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from bridge_pl.cli import main as bridge
 from bridge_pl.data.datamodules import PromptPoolDataModule
 from bridge_pl.data.io import read_dataset
+from bridge_pl.data.pipeline import generate_dataset, generation_plan
+from bridge_pl.data.prompts import format_prompt
 from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
-from bridge_pl.models.tokenizer import format_prompt
 from bridge_pl.modules import GRPOLossConfig, GRPOModule, OptimizerConfig, RolloutConfig, UpdateConfig
-from bridge_pl.rollout import HFEngine
+from bridge_pl.rollout import HFEngine, SamplingConfig
 from bridge_pl.task.verify import batch_rewards
 
 
@@ -39,6 +42,8 @@ class StepTimes(L.Callback):
         self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if torch.cuda.is_initialized():  # the update's kernels run asynchronously: stop the clock once they finished
+            torch.cuda.synchronize()
         self.times.append(time.perf_counter() - self.start)
 
 
@@ -46,7 +51,9 @@ def bench_ours(model_dir: Path, prompts: Path, args: argparse.Namespace) -> tupl
     module = GRPOModule(
         str(model_dir),
         engine=HFEngine(batch_size=args.prompts * args.generations),
-        rollout=RolloutConfig(num_generations=args.generations, max_new_tokens=args.max_new_tokens, stop=()),
+        rollout=RolloutConfig(
+            num_generations=args.generations, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens, stop=())
+        ),
         loss=GRPOLossConfig(kl_coef=args.beta),
         update=UpdateConfig(micro_batch_size=args.prompts * args.generations),
         optimizer=OptimizerConfig(lr=1e-6, betas=(0.9, 0.999)),
@@ -54,8 +61,9 @@ def bench_ours(model_dir: Path, prompts: Path, args: argparse.Namespace) -> tupl
     )
     clock = StepTimes()
     trainer = L.Trainer(
-        accelerator="cpu", max_steps=args.warmup + args.steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock],
+        accelerator=args.accelerator, devices=1, precision=args.precision, max_steps=args.warmup + args.steps,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, callbacks=[clock],
     )  # fmt: skip
     data = PromptPoolDataModule(str(model_dir), train_path=str(prompts), batch_size=args.prompts, shuffle=False)
     trainer.fit(module, datamodule=data)
@@ -95,8 +103,8 @@ def bench_trl(model_dir: Path, prompts: Path, args: argparse.Namespace, out: Pat
         num_generations=args.generations, max_completion_length=args.max_new_tokens, temperature=1.0,
         beta=args.beta, loss_type="grpo", scale_rewards="group", learning_rate=1e-6, adam_beta2=0.999,
         weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="constant", max_steps=args.warmup + args.steps,
-        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=False, seed=0, shuffle_dataset=False,
-        disable_tqdm=True,
+        logging_steps=1, save_strategy="no", report_to=[], use_cpu=args.accelerator == "cpu",
+        bf16=args.precision == "bf16-mixed", seed=0, shuffle_dataset=False, disable_tqdm=True,
     )  # fmt: skip
     trainer = GRPOTrainer(
         model=load_model(model_dir), reward_funcs=[strict_match], args=config, train_dataset=dataset,
@@ -108,7 +116,8 @@ def bench_trl(model_dir: Path, prompts: Path, args: argparse.Namespace, out: Pat
     return statistics.median(times[args.warmup :]), statistics.mean(lengths)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's arguments; a missing device is refused here, and a missing TRL turns its side off."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step (P)")
     parser.add_argument("--generations", type=int, default=16, help="rollouts per prompt (N)")
@@ -116,21 +125,40 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.001, help="KL coefficient (both load a reference model)")
     parser.add_argument("--steps", type=int, default=4, help="measured steps, after --warmup")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--preset", default="llama-3m")
     parser.add_argument("--split", default="rl_train", help="prompt split (rl_train: the paper's, ~400-token prompts)")
-    args = parser.parse_args()
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"], help="gpu: the first CUDA device")
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--skip-trl", action="store_true", help="measure ours alone (no TRL run, no ratio)")
+    args = parser.parse_args(argv)
+    if args.accelerator == "gpu" and not torch.cuda.is_available():
+        parser.error("--accelerator gpu: torch sees no CUDA device here (torch.cuda.is_available() is False)")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error(f"--steps {args.steps} --warmup {args.warmup}: need steps >= 1 and warmup >= 0")
+    if not args.skip_trl and importlib.util.find_spec("trl") is None:
+        print('TRL is not installed (pip install "bridge-pl[bench]"): measuring ours alone, no ratio')
+        args.skip_trl = True
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(tempfile.mkdtemp(prefix="bench_grpo_"))
     model_dir = init_model_dir(out / "model", preset=args.preset)
-    size = str(args.prompts * (args.warmup + args.steps))
-    assert bridge(["data", "generate", "--split", args.split, "--size", size, "--out", f"{out}/p", "--quiet"]) == 0
+    generate_dataset(out / "p", generation_plan(split=args.split, size=args.prompts * (args.warmup + args.steps)))
     ours, our_len = bench_ours(model_dir, out / "p", args)
-    theirs, their_len = bench_trl(model_dir, out / "p", args, out)
     print(f"GRPOModule (Lightning, HFEngine): {ours:7.2f} s/step  (mean completion {our_len:.0f} tokens)")
-    print(f"TRL GRPOTrainer:                  {theirs:7.2f} s/step  (mean completion {their_len:.0f} tokens)")
     shape = f"P {args.prompts} x N {args.generations}, {args.max_new_tokens} new tokens, beta {args.beta}"
-    setting = f"{args.preset}, {args.split} prompts, {shape}, fp32, {args.threads} threads"
+    device = torch.cuda.get_device_name() if args.accelerator == "gpu" else f"{args.threads} CPU threads"
+    precision = "fp32" if args.precision == "32-true" else "bf16 autocast"
+    setting = f"{args.preset}, {args.split} prompts, {shape}, {precision}, {device}"
+    if args.skip_trl:
+        print(f"TRL GRPOTrainer: not run, no ratio ({setting})")
+        return
+    theirs, their_len = bench_trl(model_dir, out / "p", args, out)
+    print(f"TRL GRPOTrainer:                  {theirs:7.2f} s/step  (mean completion {their_len:.0f} tokens)")
     print(f"ratio: {theirs / ours:.2f}x faster ({setting})")
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from bridge_pl.cli import main as bridge
 from bridge_pl.data.io import read_dataset
+from bridge_pl.data.pipeline import generate_dataset, generation_plan
+from bridge_pl.data.prompts import format_prompt
 from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
-from bridge_pl.models.tokenizer import format_prompt
 from bridge_pl.rollout import HFEngine, SamplingConfig, VLLMEngine
 
 
@@ -48,8 +48,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(tempfile.mkdtemp(prefix="bench_rollout_"))
     model_dir = init_model_dir(out / "model", preset=args.preset)
-    assert bridge(["data", "generate", "--split", "rl_train", "--size", str(args.prompts), "--out", f"{out}/p",
-                   "--quiet"]) == 0  # fmt: skip
+    generate_dataset(out / "p", generation_plan(split="rl_train", size=args.prompts))
     tokenizer = load_tokenizer(model_dir)
     rows = read_dataset(out / "p")
     prompts = [tokenizer(format_prompt(tokenizer, r["query"]), add_special_tokens=False)["input_ids"] for r in rows]

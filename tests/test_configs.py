@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from bridge_pl.cli import main as bridge_main
-from bridge_pl.data.sft import BatchPlanSampler
+from bridge_pl.data.loaders import BatchPlanSampler
 from bridge_pl.models.model_io import load_model
 from bridge_pl.train_cli import main
 
@@ -156,7 +156,7 @@ def test_grpo_config_runs_two_steps(config, model_dir, prompt_dirs, tmp_path):
         "--model.init_args.model_path", str(model_dir),
         "--model.init_args.hf_output_dir", str(tmp_path / "policy"),
         "--model.init_args.rollout.num_generations", "2",
-        "--model.init_args.rollout.max_new_tokens", "8",
+        "--model.init_args.rollout.sampling.max_new_tokens", "8",
         "--data.init_args.train_path", str(prompt_dirs["train"]),
         "--data.init_args.val_path", str(prompt_dirs["val"]),
         "--data.init_args.batch_size", "2",
@@ -184,7 +184,8 @@ def test_grpo_paper_config_keeps_the_paper_settings(config, capsys):
     assert data["batch_size"] * trainer["devices"] == 32 and data["max_prompt_length"] == 512 and data["seed"] == 1
     assert model["engine"]["class_path"] == "bridge_pl.rollout.VLLMEngine"
     rollout, loss, update = model["rollout"], model["loss"], model["update"]
-    assert rollout["num_generations"] == 32 and rollout["max_new_tokens"] == 2560 and rollout["temperature"] == 1.0
+    sampling = rollout["sampling"]
+    assert rollout["num_generations"] == 32 and sampling["max_new_tokens"] == 2560 and sampling["temperature"] == 1.0
     assert rollout["format_reward_scale"] == (0.05 if llama else 0.0)
     assert loss["kl_coef"] == (0.01 if llama else 0.001) and loss["kl_mask_threshold"] == (0.15 if llama else None)
     assert loss["aggregation"] == "grpo" and loss["advantage_scale"] == "group" and loss["epsilon_low"] == 0.2

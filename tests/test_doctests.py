@@ -19,7 +19,7 @@ MODULES = sorted(
 
 
 def test_modules_are_found():
-    assert {"bridge_pl.modules.losses", "bridge_pl.modules.advantages", "bridge_pl.rollout.weight_sync"} <= set(MODULES)
+    assert {"bridge_pl.rl.losses", "bridge_pl.rl.advantages", "bridge_pl.rollout.weight_sync"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -9,7 +9,7 @@ import pytest
 
 from bridge_pl.cli import main as bridge_main
 from bridge_pl.data.io import write_dataset
-from bridge_pl.evaluation import evaluate_prompts, markdown_table, pass_at_k
+from bridge_pl.evaluation import evaluate_split, markdown_table, pass_at_k, split_metrics
 from bridge_pl.models.model_io import load_model, load_tokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -35,7 +35,7 @@ def test_pass_at_k_matches_the_definition():
 def test_scores_and_breaks_down_by_op(model_dir, prompts, scripted_engine):
     engine = scripted_engine((1, 0, 1, 0, 1))  # greedy (n=1): right for prompts 0, 2, 4
     engine.bind(load_model(model_dir), load_tokenizer(model_dir), str(model_dir))
-    result = evaluate_prompts(engine, load_tokenizer(model_dir), str(prompts), samples=4, batch_size=2)
+    result = evaluate_split(engine, load_tokenizer(model_dir), str(prompts), samples=4, batch_size=2)
     assert result["problems"] == 5 and result["accuracy"] == pytest.approx(3 / 5)
     assert result["per_op"]["1"]["accuracy"] == 1.0 and result["per_op"]["2"]["accuracy"] == 0.0  # ops of k=0,2,4: 1
     # sampled (n=4): prompts get 1, 0, 1, 0, 1 right answers (the scripted counts cycle over each batch's prompts)
@@ -43,6 +43,9 @@ def test_scores_and_breaks_down_by_op(model_dir, prompts, scripted_engine):
     assert [r["predicted"] for r in result["rows"]] == ["0", "2", "2", "4", "4"]
     table = markdown_table({"model": "m", "engine": "hf", "samples": 4, "splits": {"id": result}})
     assert "| id | 5 | 60.0% | 15.0% | 15.0% | 60.0% | 1: 100.0, 2: 0.0 |" in table
+    metrics = split_metrics(result["rows"], "val", samples=4)  # the TensorBoard names of the same numbers
+    assert metrics["val/accuracy"] == result["accuracy"] and metrics["val/mean@4"] == result["mean@4"]
+    assert metrics["val/accuracy_op_1"] == 1.0 and metrics["val/pass@4"] == result["pass@4"]
 
 
 def test_bridge_eval_writes_the_report(model_dir, prompts, tmp_path, capsys):

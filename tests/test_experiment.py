@@ -24,7 +24,8 @@ MICRO_SFT = [
 MICRO_GRPO = [
     "--trainer.max_steps", "1", "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1",
     "--data.init_args.batch_size", "2", "--data.init_args.limit_val", "2", "--model.init_args.rollout.num_generations",
-    "2", "--model.init_args.rollout.max_new_tokens", "8", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+    "2", "--model.init_args.rollout.sampling.max_new_tokens", "8", "--trainer.accelerator", "cpu",
+    "--trainer.devices", "1",
     "--trainer.strategy", "auto", "--trainer.precision", "32-true", "--model.init_args.engine",
     "bridge_pl.rollout.HFEngine", "--model.init_args.gradient_checkpointing", "false",
 ]  # fmt: skip

@@ -48,7 +48,8 @@ def test_sft_on_gpu(model_dir, data, tmp_path):
 def test_grpo_on_gpu(model_dir, data, tmp_path):
     argv = ["fit", "--config", str(CONFIGS / "grpo" / "tiny.yaml"), *GPU, "--trainer.max_steps", "3",
             "--trainer.val_check_interval", "3", "--model.init_args.model_path", str(model_dir),
-            "--model.init_args.hf_output_dir", str(tmp_path / "rft"), "--model.init_args.rollout.max_new_tokens", "64",
+            "--model.init_args.hf_output_dir", str(tmp_path / "rft"),
+            "--model.init_args.rollout.sampling.max_new_tokens", "64",
             "--data.init_args.train_path", str(data / "tiny_rl_train"), "--data.init_args.val_path",
             str(data / "tiny_rl_val"), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]  # fmt: skip
     assert main(argv) == 0

@@ -138,7 +138,7 @@ def test_grpo_under_fsdp2_two_processes(tmp_path, model_dir):
         "--data.init_args.val_path", str(tmp_path / "tiny_rl_val"),
         "--data.init_args.batch_size", "2",
         "--model.init_args.rollout.num_generations", "2",
-        "--model.init_args.rollout.max_new_tokens", "8",
+        "--model.init_args.rollout.sampling.max_new_tokens", "8",
         "--trainer.val_check_interval", "2",
         "--trainer.limit_val_batches", "1",
     )  # fmt: skip

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 
 from bridge_pl.analysis.accuracy import BINS, accuracy_bin
-from bridge_pl.modules.scoring import CompletionBatch, sequence_mean_logprob
+from bridge_pl.rl.logprobs import CompletionBatch, sequence_mean_logprob
 
 __all__ = [
     "CountSketch",

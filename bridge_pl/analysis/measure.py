@@ -13,8 +13,10 @@ from typing import Any, Literal
 
 from bridge_pl.analysis.accuracy import accuracy_histogram
 from bridge_pl.analysis.influence import GradientSpace, influence_summary, select_parameters
-from bridge_pl.analysis.probe import load_probe, measure_influence, sample_probe
+from bridge_pl.analysis.probe import measure_influence, sample_probe
+from bridge_pl.data.prompt_sets import load_prompt_set
 from bridge_pl.rollout.base import SamplingConfig
+from bridge_pl.rollout.factory import EngineKind, bound_engine
 
 __all__ = ["probe_model"]
 
@@ -32,7 +34,7 @@ def probe_model(
     parameters: Literal["last_layers", "lm_head", "all"] = "last_layers",
     sketch_dim: int | None = None,
     seed: int = 0,
-    engine: Literal["hf", "vllm"] = "hf",
+    engine_kind: EngineKind = "hf",
 ) -> dict[str, Any]:
     """Histogram of alpha over the first `size` probe prompts and, if asked, the influence against the targets.
 
@@ -40,18 +42,17 @@ def probe_model(
         ``{"model", "histogram": {..., "alphas"}, "influence": {total, co_influence, k_plus, k_minus,
         target_grad_norm, by_bin, prompts}}`` (influence only when asked).
     """
-    from bridge_pl.evaluation import bound_engine
-
-    rollout, tokenizer, model = bound_engine(model_dir, engine)
+    rollout, tokenizer, model = bound_engine(model_dir, engine_kind)
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     sample = lambda ids, n, s, seed_: rollout.generate(ids, n, s, seed=seed_)  # noqa: E731
-    train = sample_probe(sample, load_probe(probe_path, tokenizer, size), num_generations, sampling, seed)
+    train = sample_probe(sample, load_prompt_set(probe_path, tokenizer, size), num_generations, sampling, seed)
     result: dict[str, Any] = {
         "model": model_dir,
         "histogram": {**accuracy_histogram(train.alphas), "alphas": train.alphas},
     }
     if influence:
-        targets = sample_probe(sample, load_probe(target_path, tokenizer, size), num_generations, sampling, seed + 1)
+        target_prompts = load_prompt_set(target_path, tokenizer, size)
+        targets = sample_probe(sample, target_prompts, num_generations, sampling, seed + 1)
         space = GradientSpace(select_parameters(model, parameters), sketch_dim=sketch_dim, seed=seed)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         terms, target = measure_influence(model, space, train, targets, pad)

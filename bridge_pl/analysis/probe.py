@@ -1,6 +1,7 @@
 """Probe sets: N rollouts of fixed prompts, their rollout accuracy, and the influence measurement on them.
 
-A probe is read once (`load_probe`: the first `limit` rows of a prompt file, rendered as RL prompts), sampled
+A probe is read once (`bridge_pl.data.prompt_sets.load_prompt_set`: the first rows of a prompt file, rendered as
+RL prompts), sampled
 with whatever samples for the policy (a `GRPOModule.sample` or an engine's ``generate``), and scored by the
 paper's strict match. `measure_influence` then takes the gradients of paper_spec §E.4 on those rollouts.
 """
@@ -14,32 +15,21 @@ import torch
 
 from bridge_pl.analysis.accuracy import rollout_accuracy
 from bridge_pl.analysis.influence import GradientSpace, InfluenceTerms, group_gradient, influence_terms
-from bridge_pl.data.io import read_dataset
-from bridge_pl.data.prompts import encode_prompts
-from bridge_pl.modules.scoring import CompletionBatch
+from bridge_pl.data.prompt_sets import PromptSet
+from bridge_pl.rl.logprobs import CompletionBatch
 from bridge_pl.rollout.base import Completion, SamplingConfig
 from bridge_pl.task.verify import strict_match_reward
 
-__all__ = ["Probe", "ProbeRollouts", "load_probe", "measure_influence", "sample_probe"]
+__all__ = ["ProbeRollouts", "measure_influence", "sample_probe"]
 
 Sampler = Callable[[list[list[int]], int, SamplingConfig, int], list[list[Completion]]]
-
-
-@dataclass
-class Probe:
-    """Fixed prompts with their ground truth."""
-
-    path: str
-    prompt_ids: list[list[int]]
-    ground_truth: list[str]
-    num_ops: list[int]
 
 
 @dataclass
 class ProbeRollouts:
     """N completions of every probe prompt and their strict-match outcome."""
 
-    probe: Probe
+    probe: PromptSet
     completions: list[list[Completion]]
     correct: list[list[bool]]
 
@@ -49,21 +39,7 @@ class ProbeRollouts:
         return [rollout_accuracy(c) for c in self.correct]
 
 
-def load_probe(path: str, tokenizer, limit: int | None = None) -> Probe:
-    """The first `limit` prompts of a dataset (query, final_answer), tokenized as RL prompts."""
-    rows = read_dataset(path, required=("query", "final_answer"))[:limit]
-    if not rows:
-        raise ValueError(f"probe set {path!r} holds no rows")
-    examples = encode_prompts(tokenizer, rows)
-    return Probe(
-        path=str(path),
-        prompt_ids=[e["input_ids"] for e in examples],
-        ground_truth=[e["ground_truth"] for e in examples],
-        num_ops=[e["num_ops"] for e in examples],
-    )
-
-
-def sample_probe(sample: Sampler, probe: Probe, n: int, sampling: SamplingConfig, seed: int) -> ProbeRollouts:
+def sample_probe(sample: Sampler, probe: PromptSet, n: int, sampling: SamplingConfig, seed: int) -> ProbeRollouts:
     """`n` rollouts of every probe prompt from `sample(prompt_ids, n, sampling, seed)`, scored by strict match."""
     groups = sample(probe.prompt_ids, n, sampling, seed)
     correct = [

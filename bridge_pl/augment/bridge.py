@@ -33,17 +33,17 @@ Preset = Literal["vanilla", "exploration", "exploitation", "full"]
 class BehaviorConfig:
     """Which behaviors to inject and how often (defaults: the paper's full BRIDGE).
 
-    Attributes:
-        exploration: Probability of a premature attempt before a step (the paper's reflection_prob, 0.1).
-        redundant_attempt: Share of attempts aimed at a redundant node when the problem has any (0.3).
-        subgoal: Reduce equation chains one operation per link (the paper's detailed computation).
-        analysis_level: Level 0-4 of the information-analysis probability table (the paper uses 2).
+    Each field's docstring is also the help of its `bridge data` flag (`analysis_level` is `--analysis-level`).
     """
 
     exploration: float = 0.1
+    """Probability of a premature attempt before a step (the paper's reflection_prob, 0.1)."""
     redundant_attempt: float = 0.3
+    """Share of attempts aimed at a redundant node when the problem has any (0.3)."""
     subgoal: bool = True
+    """Reduce equation chains one operation per link (the paper's detailed computation)."""
     analysis_level: int = 2
+    """Level 0-4 of the information-analysis probability table (the paper uses 2)."""
 
     def __post_init__(self) -> None:
         errors = []

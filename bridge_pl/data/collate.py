@@ -1,4 +1,4 @@
-"""Batching math for SFT and prompt batches: padding, packing and length-grouped batch plans.
+"""Batching math for SFT batches: collation, packing and length-grouped batch plans (padding: `encoding`).
 
 Pure functions over token-id lists and tensors, each with a worked example in ``tests/data/test_collate.py``.
 Labels follow the Hugging Face convention the `SFTModule` expects: aligned with ``input_ids`` (not
@@ -21,52 +21,15 @@ from typing import Any
 
 import torch
 
+from bridge_pl.data.encoding import IGNORE_INDEX, pad_right
+
 __all__ = [
-    "IGNORE_INDEX",
     "balance_batches",
     "length_buckets",
     "pack_examples",
-    "pad_left",
-    "pad_right",
     "real_token_fraction",
     "sft_collate",
 ]
-
-IGNORE_INDEX = -100  # label of a token without loss (torch cross_entropy's default ignore_index)
-
-
-def pad_right(sequences: Sequence[Sequence[int]], value: int, length: int | None = None) -> torch.Tensor:
-    """Stack sequences into a (B, T) long tensor, filling the end of the shorter ones with `value`.
-
-    Args:
-        sequences: B lists of ints.
-        value: The fill value (a pad id, 0 for a mask, -100 for labels).
-        length: T; default the longest sequence. Must be at least that.
-
-    >>> pad_right([[1, 2, 3], [4]], 0).tolist()
-    [[1, 2, 3], [4, 0, 0]]
-    """
-    width = _width(sequences, length)
-    return torch.tensor([list(s) + [value] * (width - len(s)) for s in sequences], dtype=torch.long)  # (B, T)
-
-
-def pad_left(sequences: Sequence[Sequence[int]], value: int, length: int | None = None) -> torch.Tensor:
-    """Stack sequences into a (B, T) long tensor, filling the start of the shorter ones with `value`.
-
-    Left padding keeps every prompt's last token in the last column, where generation continues.
-
-    >>> pad_left([[1, 2, 3], [4]], 0).tolist()
-    [[1, 2, 3], [0, 0, 4]]
-    """
-    width = _width(sequences, length)
-    return torch.tensor([[value] * (width - len(s)) + list(s) for s in sequences], dtype=torch.long)  # (B, T)
-
-
-def _width(sequences: Sequence[Sequence[int]], length: int | None) -> int:
-    longest = max((len(s) for s in sequences), default=0)
-    if length is not None and length < longest:
-        raise ValueError(f"cannot pad to length {length}: the longest sequence has {longest} tokens")
-    return longest if length is None else length
 
 
 def sft_collate(examples: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Imports torch, lightning and transformers; `bridge_pl.data` itself does not impo
 """
 
 from bridge_pl.data.igsm import IGSMDataModule
-from bridge_pl.data.prompts import PromptPoolDataModule
+from bridge_pl.data.prompt_pool import PromptPoolDataModule
 from bridge_pl.data.sft import SFTDataModule
 
 __all__ = ["IGSMDataModule", "PromptPoolDataModule", "SFTDataModule"]

@@ -26,23 +26,12 @@ from transformers import PreTrainedTokenizerBase
 
 from bridge_pl.augment.bridge import PRESETS
 from bridge_pl.data.collate import sft_collate
+from bridge_pl.data.encoding import LossOn, Truncation, encode_conversations, fit_to_length, load_chat_tokenizer
 from bridge_pl.data.io import DatasetError
+from bridge_pl.data.loaders import BatchPlanSampler, ExampleList, ResumableLoader, data_parallel_replica
+from bridge_pl.data.prompts import ChatTemplate
 from bridge_pl.data.records import AnswerStyle, augment_rows, problem_rows
-from bridge_pl.data.sft import (
-    BatchPlanSampler,
-    ChatTemplate,
-    ExampleList,
-    LossOn,
-    ResumableLoader,
-    Truncation,
-    check_text_columns,
-    data_parallel_replica,
-    describe_rows,
-    encode_conversations,
-    fit_to_length,
-    load_chat_tokenizer,
-    read_rows,
-)
+from bridge_pl.data.rows import check_text_columns, describe_rows, read_rows
 from bridge_pl.task.generator import GeneratorConfig, generate_problem
 
 __all__ = ["IGSMDataModule", "ProblemStream", "stream_indices"]

@@ -1,294 +1,95 @@
-"""RL and evaluation prompts with their ground truth (paper_spec §C.2, §D.3, §D.4).
+"""The prompt formats (paper_spec §C): the system prompt, the chat templates, and the RL / SFT texts.
 
-`PromptPoolDataModule` reads prompt sets (columns ``query`` and ``final_answer``; ours, single files, or the
-official iGSM-reasoning layout), renders each question as the RL prompt (chat template [system, user] with
-the generation prompt ending in "<think>"; `format_prompt`), tokenizes it without special tokens and serves
-left-padded batches::
-
-    input_ids       (B, T) long, LEFT-padded: every prompt ends in the last column
-    attention_mask  (B, T) long, 1 on prompt tokens, 0 on padding
-    prompts         list[str], the rendered prompt texts (ending with "<think>")
-    ground_truth    list[str], str(final_answer): what the reward compares the first \\boxed{} with
-    num_ops         list[int], the problems' operation counts (-1 where the data has none)
-    index           list[int], the rows' 0-based positions in their file (after `limit_*`)
+Pure Python: the functions take any tokenizer with a chat template (duck-typed), and nothing here imports
+transformers. ChatML (Qwen2.5's template) is the project tokenizer's template; `LLAMA_MINIMAL_TEMPLATE` is the
+official code's replacement for Llama models. The RL and evaluation prompt ends with the literal "<think>".
 """
 
 from __future__ import annotations
 
-import itertools
-from typing import Any, Literal
+import json
+from typing import TYPE_CHECKING, Literal
 
-import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, DistributedSampler
-from transformers import PreTrainedTokenizerBase
-
-from bridge_pl.data.collate import pad_left
-from bridge_pl.data.io import DatasetError, RowLocation
-from bridge_pl.data.sft import (
-    ChatTemplate,
-    ExampleList,
-    ResumableLoader,
-    check_text_columns,
-    data_parallel_replica,
-    describe_rows,
-    load_chat_tokenizer,
-    read_rows,
-)
-from bridge_pl.models.tokenizer import format_prompt
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = [
-    "EpochSampler",
-    "PromptPoolDataModule",
-    "check_final_answers",
-    "encode_prompts",
-    "prompt_collate",
+    "CHAT_TEMPLATE",
+    "CHAT_TEMPLATES",
+    "LLAMA_MINIMAL_TEMPLATE",
+    "SYSTEM_PROMPT",
+    "ChatTemplate",
+    "format_conversation",
+    "format_prompt",
 ]
 
-Overlong = Literal["warn", "drop", "error"]
-SPLITS = ("train", "val", "test")
+ChatTemplate = Literal["model", "llama-minimal"]
+
+# paper_spec §C.1, verbatim: the same for SFT and RL.
+SYSTEM_PROMPT = (
+    "A conversation that the assistant solves the user's problem. The assistant first thinks about the reasoning "
+    "process in the mind and then provides the user with the answer. The reasoning process and answer are enclosed "
+    "within <think> </think> and <answer> </answer> tags, respectively, i.e., <think> all the reasoning process here "
+    "</think> <answer> final answer here </answer>."
+)
+
+# ChatML as in Qwen2.5; the paper's system prompt is the default when the messages bring none. The generation
+# prompt opens the answer with "<think>" (paper_spec §C.2), so chat APIs (vLLM's, TRL's) prompt as training did.
+CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\n' + " + json.dumps(SYSTEM_PROMPT) + " + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>' }}{%- endif %}"
+)
+
+# paper_spec §C.2 / G.1: for Llama models the official code replaces the chat template by a minimal one (no date
+# or tools header). It starts with the BOS token here, so SFT conversations and RL prompts (both tokenized
+# without special tokens) begin alike: the official pipeline's likely BOS mismatch (§G.1 item 6) is avoided.
+LLAMA_MINIMAL_TEMPLATE = (
+    "{{- bos_token if bos_token else '' }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n<think>' }}{%- endif %}"
+)
+CHAT_TEMPLATES = {"model": None, "llama-minimal": LLAMA_MINIMAL_TEMPLATE}  # None: the model directory's own
 
 
-class EpochSampler(DistributedSampler):
-    """A DistributedSampler that can start an epoch part-way (``start``: indices of this rank to skip).
+def format_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
+    """The RL and evaluation prompt (paper_spec §C.2): [system, user] with a generation prompt ending in "<think>".
 
-    `ResumableLoader` sets ``start`` while a resumed epoch starts.
-    """
-
-    start = 0
-
-    def __iter__(self):
-        return itertools.islice(super().__iter__(), self.start, None)
-
-
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Prompt examples of rows: rendered text, token ids (no special tokens added), ground truth, op count, index."""
-    texts = [format_prompt(tokenizer, row["query"]) for row in rows]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [
-        {
-            "input_ids": list(token_ids),
-            "prompt": text,
-            "ground_truth": str(row["final_answer"]),
-            "num_ops": row["num_ops"] if isinstance(row.get("num_ops"), int) else -1,
-            "index": number,
-        }
-        for number, (row, text, token_ids) in enumerate(zip(rows, texts, ids, strict=True))
-    ]
-
-
-def prompt_collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
-    """Left-pad prompt examples into a batch (the contract in the module docstring)."""
-    ids = [e["input_ids"] for e in examples]
-    return {
-        "input_ids": pad_left(ids, pad_id),  # (B, T)
-        "attention_mask": pad_left([[1] * len(s) for s in ids], 0),  # (B, T)
-        "prompts": [e["prompt"] for e in examples],
-        "ground_truth": [e["ground_truth"] for e in examples],
-        "num_ops": [e["num_ops"] for e in examples],
-        "index": [e["index"] for e in examples],
-    }
-
-
-def check_final_answers(rows: list[dict[str, Any]], locations: list[RowLocation], key: str) -> None:
-    """Refuse rows whose final_answer is not an integer (the reward compares it as text), all in one error.
-
-    Raises:
-        DatasetError: Naming the key, each file and its 1-based lines (or rows), the values and the fix.
-    """
-    bad = [
-        (where, repr(row["final_answer"]))
-        for row, where in zip(rows, locations, strict=True)
-        if not isinstance(row["final_answer"], int) or isinstance(row["final_answer"], bool)
-    ]
-    if bad:
-        raise DatasetError(
-            f"{key}: {len(bad)} final_answer value(s) are not integers: {describe_rows(bad)}. The ground truth "
-            'must be an integer (or integer text such as "24"): fix or remove those rows'
-        )
-
-
-class PromptPoolDataModule(L.LightningDataModule):
-    """Prompts and ground truth for GRPO rollouts, validation and tests, left-padded for generation.
-
-    Each row's question becomes the RL prompt of paper_spec §C.2 (chat template + "<think>"). Batches hold
-    ``input_ids``/``attention_mask`` (left padding) and the lists ``prompts``, ``ground_truth``,
-    ``num_ops`` and ``index``. Training prompts are reshuffled every epoch from `seed`; validation and test
-    prompts keep their file order.
+    The project's templates end their generation prompt with it; for other templates it is appended.
 
     Args:
-        tokenizer_path: Local model directory whose tokenizer and chat template to use (the CLI links it to
-            the model's ``model_path``).
-        train_path: Training prompts (e.g. RL_train, op 15-20): a dataset directory, a .jsonl/.json/.parquet/
-            .arrow file, or an official iGSM-reasoning directory; needs columns query and final_answer.
-        val_path: Validation prompts (e.g. RL_val, op 21-25), same formats.
-        test_path: Test prompts (e.g. test_id / test_ood), same formats.
-        max_prompt_length: Longest prompt in tokens; longer ones follow `overlong`.
-        batch_size: Prompts per step and per device (the paper: 32 in all).
-        shuffle: Reshuffle the training prompts every epoch.
-        seed: Seed of the shuffle (the paper: 1), plus the epoch number.
-        overlong: Prompts longer than max_prompt_length: "warn" (keep them and warn with the count, as the
-            paper), "drop" (skip them, with a warning) or "error".
-        limit_train: Use only the first N training prompts.
-        limit_val: Use only the first N validation prompts.
-        limit_test: Use only the first N test prompts.
-        num_workers: DataLoader worker processes.
-        chat_template: "model" (the tokenizer's own) or "llama-minimal" (the paper's template for Llama models).
-        trust_remote_code: Allow tokenizer code shipped inside the model directory (the CLI links it to the
-            model's ``trust_remote_code``).
+        tokenizer: Any tokenizer with a chat template (the project's, or a local Hugging Face model's).
+        question: The problem text.
+
+    Returns:
+        For ChatML: "<|im_start|>system\\n{SYS}<|im_end|>\\n<|im_start|>user\\n{question}<|im_end|>\\n"
+        "<|im_start|>assistant\\n<think>".
     """
-
-    def __init__(
-        self,
-        tokenizer_path: str,
-        train_path: str | None = None,
-        val_path: str | None = None,
-        test_path: str | None = None,
-        max_prompt_length: int = 512,
-        batch_size: int = 32,
-        shuffle: bool = True,
-        seed: int = 1,
-        overlong: Overlong = "warn",
-        limit_train: int | None = None,
-        limit_val: int | None = None,
-        limit_test: int | None = None,
-        num_workers: int = 0,
-        chat_template: ChatTemplate = "model",
-        trust_remote_code: bool = False,
-    ) -> None:
-        super().__init__()
-        _validate_args(
-            train_path,
-            val_path,
-            test_path,
-            max_prompt_length,
-            batch_size,
-            num_workers,
-            {"limit_train": limit_train, "limit_val": limit_val, "limit_test": limit_test},
-        )
-        self.save_hyperparameters()
-        self.tokenizer_path, self.trust_remote_code = tokenizer_path, trust_remote_code
-        self.paths = {"train": train_path, "val": val_path, "test": test_path}
-        self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
-        self.max_prompt_length, self.batch_size, self.shuffle, self.seed = max_prompt_length, batch_size, shuffle, seed
-        self.overlong, self.num_workers, self.chat_template = overlong, num_workers, chat_template
-        self.tokenizer: PreTrainedTokenizerBase | None = None
-        self.pad_id: int | None = None
-        self.examples: dict[str, list[dict[str, Any]]] = {}
-        self.overlong_report: dict[str, dict[str, Any]] = {}
-
-    def setup(self, stage: str | None = None) -> None:
-        """Read and tokenize the prompt sets the stage needs (each once per process).
-
-        Raises:
-            ValueError: The stage needs a path that is not set ("fit" needs train_path).
-            DatasetError: A file is missing, empty, lacks query/final_answer, or has bad values.
-        """
-        if self.tokenizer is None:
-            self.tokenizer, self.pad_id = load_chat_tokenizer(
-                self.tokenizer_path, chat_template=self.chat_template, trust_remote_code=self.trust_remote_code
-            )
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        required = {"fit": "train", "validate": "val", "test": "test", "predict": "test"}.get(stage)
-        if required is not None and self.paths[required] is None:
-            raise ValueError(f"data.{required}_path is not set, but `{stage}` needs {required} prompts")
-        for split in splits.get(stage, SPLITS):
-            if self.paths[split] is not None and split not in self.examples:
-                self.examples[split] = self._load(split)
-
-    def train_dataloader(self) -> DataLoader:
-        """Training prompts: this rank's share, reshuffled every epoch from `seed`; resumable mid-epoch."""
-        rank, world = data_parallel_replica(self.trainer)
-        examples = self.examples["train"]
-        sampler = EpochSampler(examples, num_replicas=world, rank=rank, shuffle=self.shuffle, seed=self.seed)
-        sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
-        return ResumableLoader(
-            ExampleList(examples),
-            batch_size=self.batch_size,
-            sampler=sampler,
-            collate_fn=self._collate,
-            num_workers=self.num_workers,
-        )
-
-    def val_dataloader(self) -> DataLoader | list:
-        """Validation prompts in file order ([] without val_path)."""
-        return self._loader(self.examples["val"]) if "val" in self.examples else []
-
-    def test_dataloader(self) -> DataLoader:
-        """Test prompts in file order."""
-        return self._loader(self.examples["test"])
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test prompts, for ``bridge predict``."""
-        return self.test_dataloader()
-
-    # ------------------------------------------------------------------------------------------- helpers
-    def _loader(self, examples: list[dict[str, Any]], sampler: DistributedSampler | None = None) -> DataLoader:
-        return DataLoader(
-            ExampleList(examples),
-            batch_size=self.batch_size,
-            sampler=sampler,  # None: file order
-            collate_fn=self._collate,
-            num_workers=self.num_workers,
-        )
-
-    def _collate(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        return prompt_collate(examples, self.pad_id)
-
-    def _load(self, split: str) -> list[dict[str, Any]]:
-        path, key = self.paths[split], f"data.{split}_path"
-        rows, locations = read_rows(path, key, ("query", "final_answer"), self.limits[split])
-        check_text_columns(rows, ("query",), locations, key)
-        check_final_answers(rows, locations, key)
-        return self._fit(encode_prompts(self.tokenizer, rows), split, key)
-
-    def _fit(self, examples: list[dict[str, Any]], split: str, key: str) -> list[dict[str, Any]]:
-        """Apply the over-length policy to prompts and record what it did in `overlong_report`."""
-        lengths = [len(e["input_ids"]) for e in examples]
-        over = [n for n in lengths if n > self.max_prompt_length]
-        self.overlong_report[split] = {
-            "prompts": len(examples),
-            "over_length": len(over),
-            "longest": max(lengths),
-            "dropped": len(over) if self.overlong == "drop" else 0,
-        }
-        if not over:
-            return examples
-        what = (
-            f"{key}: {len(over)} of {len(examples)} prompts are longer than data.max_prompt_length="
-            f"{self.max_prompt_length} tokens (longest: {max(over)})"
-        )
-        if self.overlong == "error":
-            raise ValueError(f"{what}; raise data.max_prompt_length or set data.overlong to warn or drop")
-        rank_zero_warn(f"{what}; data.overlong={self.overlong}: " + ("kept" if self.overlong == "warn" else "dropped"))
-        if self.overlong == "drop":
-            examples = [e for e in examples if len(e["input_ids"]) <= self.max_prompt_length]
-        return examples
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return prompt if prompt.endswith("<think>") else prompt + "<think>"  # the project's templates already end so
 
 
-def _validate_args(
-    train_path: str | None,
-    val_path: str | None,
-    test_path: str | None,
-    max_prompt_length: int,
-    batch_size: int,
-    num_workers: int,
-    limits: dict[str, int | None],
-) -> None:
-    """Raise one ValueError listing every invalid argument by its YAML key."""
-    issues = []
-    if train_path is None and val_path is None and test_path is None:
-        issues.append("data.train_path, data.val_path and data.test_path are all null: set at least one")
-    if max_prompt_length < 1:
-        issues.append(f"data.max_prompt_length={max_prompt_length}: need at least 1 token")
-    if batch_size < 1:
-        issues.append(f"data.batch_size={batch_size}: need at least 1")
-    if num_workers < 0:
-        issues.append(f"data.num_workers={num_workers}: need 0 or more")
-    issues += [
-        f"data.{name}={value}: need at least 1, or null for all"
-        for name, value in limits.items()
-        if value is not None and value < 1
+def format_conversation(tokenizer: PreTrainedTokenizerBase, question: str, answer: str) -> str:
+    """The full SFT text (paper_spec §C.2): [system, user, assistant] through the chat template.
+
+    Args:
+        tokenizer: Any tokenizer with a chat template.
+        question: The problem text.
+        answer: The answer, starting with "<think>", so that `format_prompt` is a prefix of the result.
+
+    Returns:
+        The conversation, ending with "<|im_end|>\\n" for the project's template.
+    """
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": answer},
     ]
-    if issues:
-        raise ValueError("invalid prompt data configuration:\n  " + "\n  ".join(issues))
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)

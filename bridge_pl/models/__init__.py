@@ -1,5 +1,7 @@
 """The model layer: the project tokenizer, tiny from-scratch models, local loading/saving and LoRA.
 
+Prompt formats live in `bridge_pl.data.prompts`; `load_tokenizer` in `bridge_pl.data.encoding` (re-exported here).
+
 Imports torch and transformers, so `bridge_pl` and `bridge_pl.task` never import this package.
 """
 
@@ -16,18 +18,15 @@ from bridge_pl.models.model_io import (
     model_config,
     save_pretrained,
 )
-from bridge_pl.models.tokenizer import SYSTEM_PROMPT, build_tokenizer, format_conversation, format_prompt
+from bridge_pl.models.tokenizer import build_tokenizer
 
 __all__ = [
-    "SYSTEM_PROMPT",
     "TINY_PRESETS",
     "TinyPreset",
     "apply_lora",
     "build_model",
     "build_tokenizer",
     "count_parameters",
-    "format_conversation",
-    "format_prompt",
     "init_model_dir",
     "load_model",
     "load_tokenizer",

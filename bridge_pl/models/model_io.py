@@ -20,7 +20,6 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     LlamaConfig,
     PretrainedConfig,
     PreTrainedModel,
@@ -28,6 +27,7 @@ from transformers import (
     Qwen2Config,
 )
 
+from bridge_pl.data.encoding import load_tokenizer, model_dir
 from bridge_pl.models.tokenizer import build_tokenizer
 
 __all__ = [
@@ -51,7 +51,6 @@ DTypeName = Literal["float32", "bfloat16", "float16", "auto"]
 # padding-free (variable-length kernel over the position ids).
 AttnImplementation = Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"]
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-MISSING_MODEL_HINT = "run `bridge model init --out DIR` or pass a local Hugging Face model directory"
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ def load_model(
     Raises:
         FileNotFoundError: `path` is not a directory with a config.json.
     """
-    directory = _model_dir(path)
+    directory = model_dir(path)
     model = AutoModelForCausalLM.from_pretrained(
         directory,
         local_files_only=True,
@@ -229,29 +228,6 @@ def _enable_activation_checkpointing(model: PreTrainedModel) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:  # older transformers (the GPU machines' 5.17)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """Load the tokenizer saved in a local model directory (no download).
-
-    Args:
-        path: Directory with the tokenizer files (tokenizer.json, tokenizer_config.json, chat template).
-        trust_remote_code: Allow tokenizer code shipped inside the directory.
-
-    Raises:
-        FileNotFoundError: `path` is not a directory with a config.json.
-    """
-    return AutoTokenizer.from_pretrained(_model_dir(path), local_files_only=True, trust_remote_code=trust_remote_code)
-
-
-def _model_dir(path: str | os.PathLike) -> Path:
-    """`path` as a directory holding config.json, or an error naming it and the way to make one."""
-    directory = Path(path).expanduser()
-    if not directory.is_dir():
-        raise FileNotFoundError(f"model directory {str(directory)!r} does not exist: {MISSING_MODEL_HINT}")
-    if not (directory / "config.json").is_file():
-        raise FileNotFoundError(f"model directory {str(directory)!r} holds no config.json: {MISSING_MODEL_HINT}")
-    return directory
 
 
 def save_pretrained(

@@ -13,53 +13,35 @@
   (question + BRIDGE answer, op 15-20) against about 810 with word-level merges;
 * **deterministic**: the same arguments give the same tokenizer JSON in any process.
 
-Prompts follow paper_spec §C: ChatML (Qwen2.5's template) with the paper's system prompt, and the RL and
-evaluation prompt ends with the literal "<think>".
+The tokenizer carries the ChatML template of `bridge_pl.data.prompts` (where the prompt formats live). Its
+training text is handed to it (`corpus`); by default `bridge_pl.data.corpus.training_corpus`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
-from bridge_pl.augment.bridge import render_bridge_answer
-from bridge_pl.task.cot import render_no_cot, render_plain_cot
-from bridge_pl.task.generator import GeneratorConfig, generate_problem, stream_rng
-from bridge_pl.task.question import render_question
+from bridge_pl.data.corpus import training_corpus
+from bridge_pl.data.prompts import CHAT_TEMPLATE
 from bridge_pl.task.vocabulary import Vocabulary, load_vocabulary
 
 __all__ = [
     "ANSWER_TAGS",
-    "CHAT_TEMPLATE",
-    "CHAT_TEMPLATES",
-    "LLAMA_MINIMAL_TEMPLATE",
     "EOS_TOKEN",
     "IM_START",
     "PAD_TOKEN",
-    "SYSTEM_PROMPT",
     "build_tokenizer",
-    "format_conversation",
-    "format_prompt",
     "name_tokens",
     "train_backend",
-    "training_corpus",
 ]
 
 VocabularyPath = str | os.PathLike[str] | None
-
-# paper_spec §C.1, verbatim: the same for SFT and RL.
-SYSTEM_PROMPT = (
-    "A conversation that the assistant solves the user's problem. The assistant first thinks about the reasoning "
-    "process in the mind and then provides the user with the answer. The reasoning process and answer are enclosed "
-    "within <think> </think> and <answer> </answer> tags, respectively, i.e., <think> all the reasoning process here "
-    "</think> <answer> final answer here </answer>."
-)
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -68,30 +50,6 @@ SPECIAL_TOKENS = (PAD_TOKEN, IM_START, EOS_TOKEN)
 # Added but not special: they are part of the answer, so decoding with skip_special_tokens=True keeps them.
 ANSWER_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 MODEL_MAX_LENGTH = 2048
-
-# ChatML as in Qwen2.5; the paper's system prompt is the default when the messages bring none. The generation
-# prompt opens the answer with "<think>" (paper_spec §C.2), so chat APIs (vLLM's, TRL's) prompt as training did.
-CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] != 'system' %}"
-    "{{- '<|im_start|>system\\n' + " + json.dumps(SYSTEM_PROMPT) + " + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>' }}{%- endif %}"
-)
-
-# paper_spec §C.2 / G.1: for Llama models the official code replaces the chat template by a minimal one (no date
-# or tools header). It starts with the BOS token here, so SFT conversations and RL prompts (both tokenized
-# without special tokens) begin alike: the official pipeline's likely BOS mismatch (§G.1 item 6) is avoided.
-LLAMA_MINIMAL_TEMPLATE = (
-    "{{- bos_token if bos_token else '' }}"
-    "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n<think>' }}{%- endif %}"
-)
-CHAT_TEMPLATES = {"model": None, "llama-minimal": LLAMA_MINIMAL_TEMPLATE}  # None: the model directory's own
 
 # How text is cut before BPE: merges never cross these pieces. Unlike GPT-2's split, a piece may hold several
 # words ("The number of each", "This gives"), so the fixed phrases of the answer wording become one token each;
@@ -102,7 +60,12 @@ PRETOKENIZE_PATTERN = r"(?: ?\p{L}[\p{L}']+)+| ?[\p{L}']+| ?\p{N}| ?[^\s\p{L}\p{
 
 
 def build_tokenizer(
-    vocabulary: VocabularyPath = None, *, corpus_size: int = 500, vocab_size: int = 2048, seed: int = 0
+    vocabulary: VocabularyPath = None,
+    *,
+    corpus: Iterable[str] | None = None,
+    corpus_size: int = 500,
+    vocab_size: int = 2048,
+    seed: int = 0,
 ) -> PreTrainedTokenizerFast:
     """Build the project tokenizer (BPE trained on generated iGSM text) as a transformers tokenizer.
 
@@ -112,6 +75,7 @@ def build_tokenizer(
     Args:
         vocabulary: Vocabulary JSON file whose names become single tokens and whose problems make the corpus
             (as `GeneratorConfig.vocabulary`); None uses the packaged vocabulary.
+        corpus: The BPE training text; None: `training_corpus(vocabulary, corpus_size, seed)`.
         corpus_size: Number of generated problems (each with a question and three answers) to train on. Merges
             stop once every piece of the corpus is one token; 500 problems already give the same tokens as 2000.
         vocab_size: Largest size of the whole tokenizer (bytes, merges, special tokens, answer tags, names). The
@@ -121,10 +85,10 @@ def build_tokenizer(
     Returns:
         A fast tokenizer with eos `<|im_end|>`, pad `<|endoftext|>`, no bos, and the ChatML chat template.
     """
-    if vocabulary is None:
+    if vocabulary is None and corpus is None:
         backend = Tokenizer.from_str(_default_backend_json(corpus_size, vocab_size, seed))
     else:
-        backend = train_backend(vocabulary, corpus_size=corpus_size, vocab_size=vocab_size, seed=seed)
+        backend = train_backend(vocabulary, corpus=corpus, corpus_size=corpus_size, vocab_size=vocab_size, seed=seed)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token=EOS_TOKEN,
@@ -144,12 +108,18 @@ def _default_backend_json(corpus_size: int, vocab_size: int, seed: int) -> str:
 
 
 def train_backend(
-    vocabulary: VocabularyPath = None, *, corpus_size: int = 500, vocab_size: int = 2048, seed: int = 0
+    vocabulary: VocabularyPath = None,
+    *,
+    corpus: Iterable[str] | None = None,
+    corpus_size: int = 500,
+    vocab_size: int = 2048,
+    seed: int = 0,
 ) -> Tokenizer:
     """Train the `tokenizers` backend of `build_tokenizer` (uncached; same arguments, same JSON).
 
     Args:
         vocabulary: As in `build_tokenizer`.
+        corpus: As in `build_tokenizer`.
         corpus_size: As in `build_tokenizer`.
         vocab_size: As in `build_tokenizer`.
         seed: As in `build_tokenizer`.
@@ -183,7 +153,8 @@ def train_backend(
         show_progress=False,
     )
     added = [*ANSWER_TAGS, *names]
-    backend.train_from_iterator(_without(training_corpus(vocabulary, corpus_size, seed), added), trainer)
+    texts = training_corpus(vocabulary, corpus_size, seed) if corpus is None else corpus
+    backend.train_from_iterator(_without(texts, added), trainer)
     backend.add_tokens([AddedToken(token, normalized=False, special=False) for token in added])
     return backend
 
@@ -192,29 +163,6 @@ def name_tokens(vocabulary: Vocabulary) -> list[str]:
     """Every item and category name with its leading space, once each, in vocabulary order."""
     names = [*vocabulary.item_names(), *vocabulary.category_names()]
     return list(dict.fromkeys(" " + name for name in names))
-
-
-def training_corpus(vocabulary: VocabularyPath, corpus_size: int, seed: int) -> Iterator[str]:
-    """The BPE training text: per problem its question, three answers (plain, BRIDGE, no-CoT) and the prompt frame.
-
-    Args:
-        vocabulary: Vocabulary JSON file to draw problems from; None uses the packaged one.
-        corpus_size: Number of problems.
-        seed: Problem stream (op 15-20, the paper's SFT and RL difficulty).
-
-    Yields:
-        Texts, each at most one problem's answer long.
-    """
-    config = GeneratorConfig(vocabulary=None if vocabulary is None else os.fspath(vocabulary))
-    for index in range(corpus_size):
-        problem = generate_problem(config, seed, index)
-        rng = stream_rng("tokenizer-corpus", seed, index)
-        yield render_question(problem)
-        yield render_plain_cot(problem, rng)
-        yield render_bridge_answer(problem, rng)[0]
-        yield render_no_cot(problem, rng)
-        # The frame of every conversation, as often as the conversations themselves.
-        yield f"system\n{SYSTEM_PROMPT}\nuser\nassistant\n"
 
 
 def _without(texts: Iterable[str], tokens: list[str]) -> Iterator[str]:
@@ -245,40 +193,3 @@ def _trie_pattern(words: Iterable[str]) -> str:
         return f"(?:{body})?" if "" in node else body
 
     return pattern(trie)
-
-
-def format_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
-    """The RL and evaluation prompt (paper_spec §C.2): [system, user] with a generation prompt ending in "<think>".
-
-    The project's templates end their generation prompt with it; for other templates it is appended.
-
-    Args:
-        tokenizer: Any tokenizer with a chat template (the project's, or a local Hugging Face model's).
-        question: The problem text.
-
-    Returns:
-        For ChatML: "<|im_start|>system\\n{SYS}<|im_end|>\\n<|im_start|>user\\n{question}<|im_end|>\\n"
-        "<|im_start|>assistant\\n<think>".
-    """
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return prompt if prompt.endswith("<think>") else prompt + "<think>"  # the project's templates already end so
-
-
-def format_conversation(tokenizer: PreTrainedTokenizerBase, question: str, answer: str) -> str:
-    """The full SFT text (paper_spec §C.2): [system, user, assistant] through the chat template.
-
-    Args:
-        tokenizer: Any tokenizer with a chat template.
-        question: The problem text.
-        answer: The answer, starting with "<think>", so that `format_prompt` is a prefix of the result.
-
-    Returns:
-        The conversation, ending with "<|im_end|>\\n" for the project's template.
-    """
-    messages = [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": question},
-        {"role": "assistant", "content": answer},
-    ]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)

@@ -25,7 +25,7 @@ Logged (TensorBoard, names as in TRL/verl): ``train/reward``, ``train/reward_std
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,27 +35,29 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
+from bridge_pl.data.prompt_sets import PromptSet
+from bridge_pl.evaluation import evaluate_prompts, split_metrics
 from bridge_pl.models.model_io import AttnImplementation, load_model, load_tokenizer
-from bridge_pl.modules.advantages import AdvantageScale, group_advantages, zero_std_groups
-from bridge_pl.modules.losses import (
+from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
+from bridge_pl.modules.parallel import fully_shard_decoder
+from bridge_pl.modules.policy import (
+    LoraConfig,
+    data_chat_template,
+    hf_output_dir,
+    load_policy,
+    model_path_errors,
+    save_hf_model,
+    total_grad_norm,
+)
+from bridge_pl.rl.advantages import AdvantageScale, group_advantages, zero_std_groups
+from bridge_pl.rl.logprobs import CompletionBatch, completion_logprobs
+from bridge_pl.rl.losses import (
     Aggregation,
     aggregate,
     clipped_surrogate,
     k3_kl,
     sequence_kl_mask,
 )
-from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
-from bridge_pl.modules.parallel import fully_shard_decoder
-from bridge_pl.modules.policy import (
-    LoraConfig,
-    adopt_data_chat_template,
-    hf_output_dir,
-    load_module_policy,
-    model_path_problems,
-    save_hf_model,
-    total_grad_norm,
-)
-from bridge_pl.modules.scoring import CompletionBatch, completion_logprobs
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig
 from bridge_pl.rollout.hf import HFEngine
 from bridge_pl.task.verify import format_ok, strict_match_reward
@@ -72,16 +74,9 @@ class RolloutConfig:
 
     num_generations: int = 8
     """Completions per prompt (N, the group size)."""
-    temperature: float = 1.0
-    """Sampling temperature of the rollouts (the training log-probs use the same one)."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (1: off)."""
-    top_k: int = 0
-    """Top-k sampling (0: off)."""
-    max_new_tokens: int = 1024
-    """Longest completion (the paper: 2560)."""
-    stop: tuple[str, ...] = ("</answer>",)
-    """Strings that end a completion (kept); the tokenizer's eos always ends one."""
+    sampling: SamplingConfig = SamplingConfig()  # noqa: RUF009 (frozen: a shared default is safe)
+    """Temperature, top-p/k, longest completion (the paper: 2560) and stop strings of the rollouts; the training
+    log-probs use the same temperature."""
     format_reward_scale: float = 0.0
     """Bonus for a well-formed <think>...</think><answer>...</answer> completion (the paper: 0.05 for Llama-1B)."""
     mask_truncated: bool = False
@@ -90,19 +85,16 @@ class RolloutConfig:
     """Leave groups with identical rewards out of the loss and its normalisation (DAPO's dynamic-sampling filter,
     without refilling the batch)."""
     val_max_new_tokens: int | None = None
-    """Longest greedy completion in validation/test (default: max_new_tokens)."""
-
-    def sampling(self) -> SamplingConfig:
-        """The rollouts' sampling settings."""
-        return SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens, tuple(self.stop))
+    """Longest greedy completion in validation/test (default: sampling.max_new_tokens)."""
 
     def greedy(self) -> SamplingConfig:
-        """The greedy settings of validation and test."""
-        return SamplingConfig(0.0, 1.0, 0, self.val_max_new_tokens or self.max_new_tokens, tuple(self.stop))
+        """The greedy settings of validation and test: the rollouts' stop strings, temperature 0."""
+        length = self.val_max_new_tokens or self.sampling.max_new_tokens
+        return replace(self.sampling, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=length)
 
-    def problems(self, key: str) -> list[str]:
+    def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key and the fix."""
-        issues = self.sampling().problems(key)
+        issues = self.sampling.config_errors(f"{key}.sampling")
         if self.num_generations < 2:
             issues.append(f"{key}.num_generations={self.num_generations}: GRPO needs >= 2 rollouts per prompt")
         if self.format_reward_scale < 0:
@@ -132,7 +124,7 @@ class GRPOLossConfig:
     kl_mask_threshold: float | None = None
     """Sequences whose mean KL reaches this get no loss (the paper's Llama-1B: 0.15)."""
 
-    def problems(self, key: str) -> list[str]:
+    def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key and the fix."""
         issues = []
         if not 0 <= self.epsilon_low < 1:
@@ -161,7 +153,7 @@ class UpdateConfig:
     max_grad_norm: float | None = 1.0
     """Clip the total gradient norm before each step (the paper: 1.0; Llama-1B: 0.2); null: no clipping."""
 
-    def problems(self, key: str) -> list[str]:
+    def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key and the fix."""
         issues = [
             f"{key}.{name}={value}: must be >= 1"
@@ -177,7 +169,9 @@ class UpdateConfig:
         return issues
 
 
-torch.serialization.add_safe_globals([RolloutConfig, GRPOLossConfig, UpdateConfig, PAPER_OPTIMIZER.__class__])
+torch.serialization.add_safe_globals(
+    [RolloutConfig, SamplingConfig, GRPOLossConfig, UpdateConfig, PAPER_OPTIMIZER.__class__]
+)
 
 
 @dataclass
@@ -299,12 +293,19 @@ class GRPOModule(L.LightningModule):
         self._eval_rows: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------------------------------- model
+    def _load_policy(self, gradient_checkpointing: bool) -> torch.nn.Module:
+        """The model of `model_path` with this module's settings (and LoRA adapters), in train mode."""
+        return load_policy(
+            self.model_path, dtype=self.dtype_name, attn_implementation=self.attn_implementation,
+            trust_remote_code=self.trust_remote_code, gradient_checkpointing=gradient_checkpointing, lora=self.lora,
+        )  # fmt: skip
+
     def configure_model(self) -> None:
         """Load the policy (and the reference model when the KL term needs one); once per process."""
         if self.model is not None:
             return
         _check_strategy(self._trainer)
-        model = load_module_policy(self, self.gradient_checkpointing)
+        model = self._load_policy(self.gradient_checkpointing)
         ref = None
         if self.loss.kl_coef > 0 and not (self.lora is not None and self.ref_model_path is None):
             ref = load_model(self.ref_model_path or self.model_path, dtype=self.dtype_name,
@@ -317,7 +318,7 @@ class GRPOModule(L.LightningModule):
                 fully_shard_decoder(ref, mesh)
         self.model, self._reference = model.train(), _Frozen(ref)
         self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=self.trust_remote_code)
-        adopt_data_chat_template(self)
+        self.tokenizer.chat_template = data_chat_template(self._trainer) or self.tokenizer.chat_template
 
     @property
     def ref_model(self) -> torch.nn.Module | None:
@@ -335,11 +336,15 @@ class GRPOModule(L.LightningModule):
         self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig, seed: int
     ) -> list[list[Completion]]:
         """`n` completions of each prompt from the rollout engine, with the policy's current weights."""
+        return self._bound_engine().generate(prompt_ids, n, sampling, policy=self.model, seed=seed)
+
+    def _bound_engine(self) -> RolloutEngine:
+        """The rollout engine, bound to the policy at its first use."""
         if not self.engine.bound:
             self.engine.trust_remote_code = self.trust_remote_code  # one setting for the policy and its engine
             self.engine.bind(self.model, self.tokenizer, self.model_path)
             self.engine.mark_stale()  # the policy may hold resumed weights that the engine has not seen
-        return self.engine.generate(prompt_ids, n, sampling, policy=self.model, seed=seed)
+        return self.engine
 
     def on_fit_start(self) -> None:
         """Put the reference on the policy's device and precision; a resumed run re-syncs a bound engine."""
@@ -353,7 +358,7 @@ class GRPOModule(L.LightningModule):
         """Rollout, score, advantages, then ppo_epochs x mini_batches optimizer steps."""
         start, steps_before = time.perf_counter(), self.trainer.global_step
         prompt_ids = _unpadded(batch["input_ids"], batch["attention_mask"])
-        groups = self.sample(prompt_ids, self.rollout.num_generations, self.rollout.sampling(), self._rollout_seed())
+        groups = self.sample(prompt_ids, self.rollout.num_generations, self.rollout.sampling, self._rollout_seed())
         rolled = time.perf_counter()
         rewards, correct = self._score(groups, batch["ground_truth"])
         advantages, weights = self._advantages(rewards, groups)
@@ -365,7 +370,7 @@ class GRPOModule(L.LightningModule):
         self.rollout_step += 1
         every, step = self.save_hf_every_n_steps, self.trainer.global_step
         if every and step // every > steps_before // every:  # a multiple of `every` was reached in this batch
-            self.save_hf(Path(hf_output_dir(self)) / f"step_{step}")
+            self.save_hf(Path(hf_output_dir(self.trainer, self.hf_output_dir)) / f"step_{step}")
 
     def _rollout_seed(self) -> int:
         """The sampling seed of this rank's current rollout step (distinct per seed, rank and step)."""
@@ -448,7 +453,7 @@ class GRPOModule(L.LightningModule):
             self.manual_backward(loss)
             for key, value in micro_stats.items():
                 stats[key] = stats.get(key, 0) + value
-        grad_norm = total_grad_norm(self).detach()  # before clipping
+        grad_norm = total_grad_norm(self.model, self._trainer).detach()  # before clipping
         if self.update.max_grad_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.update.max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
@@ -478,7 +483,7 @@ class GRPOModule(L.LightningModule):
             stats["kl"] = (kl.detach() * seqs.batch.completion_mask[rows, :width]).sum()
         num_sequences, num_tokens = counts
         loss = aggregate(per_token, mask, self.loss.aggregation, num_sequences=num_sequences,
-                         num_tokens=num_tokens, max_completion_length=self.rollout.max_new_tokens)  # fmt: skip
+                         num_tokens=num_tokens, max_completion_length=self.rollout.sampling.max_new_tokens)  # fmt: skip
         real = seqs.batch.completion_mask[rows, :width]
         tokens = real.sum()
         stats |= {
@@ -497,7 +502,7 @@ class GRPOModule(L.LightningModule):
     def _forward(self, model: torch.nn.Module, seqs: _Sequences, rows: torch.Tensor, with_entropy: bool = True):
         """Completion-token log-probs (b, w), entropies (b, w, no grad) and width w of `rows`."""
         return completion_logprobs(
-            model, seqs.batch, rows, temperature=self.rollout.temperature, with_entropy=with_entropy
+            model, seqs.batch, rows, temperature=self.rollout.sampling.temperature, with_entropy=with_entropy
         )
 
     @torch.no_grad()
@@ -609,19 +614,10 @@ class GRPOModule(L.LightningModule):
         self._log_eval("test")
 
     def _greedy_rows(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
-        prompt_ids = _unpadded(batch["input_ids"], batch["attention_mask"])
-        groups = self.sample(prompt_ids, 1, self.rollout.greedy(), seed=0)
-        return [
-            {
-                "index": index,
-                "num_ops": ops,
-                "correct": strict_match_reward(g[0].text, truth),
-                "length": len(g[0].token_ids),
-            }
-            for index, ops, truth, g in zip(
-                batch["index"], batch["num_ops"], batch["ground_truth"], groups, strict=True
-            )
-        ]
+        """The batch's prompts scored by the one evaluator (`bridge_pl.evaluation.evaluate_prompts`), greedily."""
+        prompts = PromptSet.from_batch(batch, _unpadded(batch["input_ids"], batch["attention_mask"]))
+        rows = evaluate_prompts(self._bound_engine(), prompts, self.rollout.greedy(), batch_size=len(prompts))
+        return [{k: v for k, v in row.items() if k != "completion"} for row in rows]  # gathered over ranks: keep small
 
     def _log_eval(self, split: str) -> None:
         """Accuracy over every rank's rows (each prompt once: a distributed sampler may repeat a few)."""
@@ -632,11 +628,7 @@ class GRPOModule(L.LightningModule):
             rows = list({row["index"]: row for part in parts for row in part}.values())
         if not rows:
             return
-        metrics = {f"{split}/accuracy": sum(r["correct"] for r in rows) / len(rows)}
-        metrics[f"{split}/completion_length"] = sum(r["length"] for r in rows) / len(rows)
-        for op in sorted({r["num_ops"] for r in rows}):
-            chosen = [r["correct"] for r in rows if r["num_ops"] == op]
-            metrics[f"{split}/accuracy_op_{op}"] = sum(chosen) / len(chosen)
+        metrics = split_metrics(rows, split)
         if split == "test":
             self.log_dict({k: torch.tensor(v) for k, v in metrics.items()}, batch_size=len(rows), rank_zero_only=True)
             return
@@ -667,11 +659,13 @@ class GRPOModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         """Write the final policy as a Hugging Face directory."""
-        self.save_hf(hf_output_dir(self))
+        self.save_hf(hf_output_dir(self.trainer, self.hf_output_dir))
 
     def save_hf(self, out_dir: str | Path) -> Path:
         """Write the policy (LoRA merged) and tokenizer to `out_dir`; collective under FSDP2, rank 0 writes."""
-        return save_hf_model(self, out_dir, rebuild=lambda: load_module_policy(self, gradient_checkpointing=False))
+        return save_hf_model(
+            self.model, self.tokenizer, out_dir, self._trainer, rebuild=lambda: self._load_policy(False)
+        )
 
 
 class _Frozen:
@@ -712,13 +706,17 @@ def _check_strategy(trainer: L.Trainer | None) -> None:
 
 def _validate_args(model_path, ref_model_path, lora, rollout, loss, update, optimizer, scheduler, save_every) -> None:
     """Raise one ValueError listing every invalid argument by its YAML key, before any model is loaded."""
-    issues = model_path_problems(model_path, f"{KEY}.model_path")
+    issues = model_path_errors(model_path, f"{KEY}.model_path")
     if ref_model_path is not None:
-        issues += model_path_problems(ref_model_path, f"{KEY}.ref_model_path")
+        issues += model_path_errors(ref_model_path, f"{KEY}.ref_model_path")
     if lora is not None:
-        issues += lora.problems(f"{KEY}.lora")
-    issues += rollout.problems(f"{KEY}.rollout") + loss.problems(f"{KEY}.loss") + update.problems(f"{KEY}.update")
-    issues += optimizer.problems(f"{KEY}.optimizer") + scheduler.problems(f"{KEY}.scheduler")
+        issues += lora.config_errors(f"{KEY}.lora")
+    issues += (
+        rollout.config_errors(f"{KEY}.rollout")
+        + loss.config_errors(f"{KEY}.loss")
+        + update.config_errors(f"{KEY}.update")
+    )
+    issues += optimizer.config_errors(f"{KEY}.optimizer") + scheduler.config_errors(f"{KEY}.scheduler")
     if save_every is not None and save_every < 1:
         issues.append(f"{KEY}.save_hf_every_n_steps={save_every}: must be >= 1 (or null for no saves)")
     if issues:

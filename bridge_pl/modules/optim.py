@@ -34,7 +34,7 @@ class OptimizerConfig:
     eps: float = 1e-8
     """AdamW epsilon."""
 
-    def problems(self, key: str) -> list[str]:
+    def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key (`key` is the group's own key) and the fix."""
         issues = []
         if not self.lr > 0:
@@ -59,7 +59,7 @@ class SchedulerConfig:
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of the peak (cosine and linear only)."""
 
-    def problems(self, key: str) -> list[str]:
+    def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key (`key` is the group's own key) and the fix."""
         issues = []
         if self.warmup_steps < 0:

@@ -1,14 +1,17 @@
 """What the training recipes share about the model they train: loading (LoRA), sharding, export, gradient norm.
 
-`SFTModule` and `GRPOModule` both hold the Hugging Face model as ``self.model`` and its tokenizer as
-``self.tokenizer``; these functions take the LightningModule and work under one device, DDP, FSDP1
-(`FSDPStrategy`) and FSDP2 (`ModelParallelStrategy`).
+Each function takes what it uses explicitly (the Hugging Face model, its tokenizer, the trainer), so `SFTModule`
+and `GRPOModule` need no common base class; all work under one device, DDP, FSDP1 (`FSDPStrategy`) and FSDP2
+(`ModelParallelStrategy`). The recipes hold the model as ``self.model`` (`MODEL_ATTRIBUTE`): FSDP state-dict
+names start with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,12 +22,12 @@ from bridge_pl.models.model_io import LORA_TARGET_MODULES, apply_lora, load_mode
 
 __all__ = [
     "LoraConfig",
+    "data_chat_template",
     "full_state_dict",
     "hf_output_dir",
     "is_sharded",
-    "load_module_policy",
     "load_policy",
-    "model_path_problems",
+    "model_path_errors",
     "save_hf_model",
     "total_grad_norm",
 ]
@@ -45,7 +48,7 @@ class LoraConfig:
     target_modules: tuple[str, ...] = LORA_TARGET_MODULES
     """Linear layers that get adapters (default: every attention and MLP projection)."""
 
-    def problems(self, key: str) -> list[str]:
+    def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key and the fix."""
         issues = []
         if self.r < 1:
@@ -60,7 +63,7 @@ class LoraConfig:
 torch.serialization.add_safe_globals([LoraConfig])  # checkpoints hold it; resuming loads them with weights_only
 
 
-def model_path_problems(model_path: str, key: str) -> list[str]:
+def model_path_errors(model_path: str, key: str) -> list[str]:
     """[] when `model_path` is a local Hugging Face model directory, else the error naming `key` and the fix."""
     if (Path(model_path).expanduser() / "config.json").is_file():
         return []
@@ -92,93 +95,79 @@ def load_policy(
     return apply_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
 
 
-def load_module_policy(pl_module: L.LightningModule, gradient_checkpointing: bool) -> torch.nn.Module:
-    """`load_policy` with the module's own settings (model_path, dtype_name, attn_implementation, lora, ...)."""
-    return load_policy(
-        pl_module.model_path,
-        dtype=pl_module.dtype_name,
-        attn_implementation=pl_module.attn_implementation,
-        trust_remote_code=pl_module.trust_remote_code,
-        gradient_checkpointing=gradient_checkpointing,
-        lora=pl_module.lora,
-    )
+def data_chat_template(trainer: L.Trainer | None) -> str | None:
+    """The chat template the trainer's data module renders with (None without a data module or tokenizer).
 
-
-def adopt_data_chat_template(pl_module: L.LightningModule) -> None:
-    """Give the module's tokenizer the chat template its data module renders with, so exports carry it.
-
-    A data module may replace the model directory's template (``chat_template: llama-minimal``); the model
-    is then trained on that template, and evaluation, vLLM and later stages must render prompts with it.
+    A data module may replace the model directory's template (``chat_template: llama-minimal``); the model is then
+    trained on that template, so the recipe gives it to its own tokenizer: exports, evaluation and vLLM must render
+    prompts with it.
     """
-    trainer = pl_module._trainer
     data_tokenizer = getattr(trainer.datamodule if trainer is not None else None, "tokenizer", None)
-    template = getattr(data_tokenizer, "chat_template", None)
-    if template and template != getattr(pl_module.tokenizer, "chat_template", None):
-        pl_module.tokenizer.chat_template = template
+    return getattr(data_tokenizer, "chat_template", None) or None
 
 
-def hf_output_dir(pl_module: L.LightningModule) -> str:
-    """Where the module writes its final Hugging Face model: ``hf_output_dir`` or ``<log dir>/hf_model``.
+def hf_output_dir(trainer: L.Trainer, configured: str | None) -> str:
+    """Where a recipe writes its final Hugging Face model: `configured`, else ``<log dir>/hf_model``.
 
     trainer.log_dir broadcasts from rank 0: every rank must ask, so the paths agree.
     """
-    trainer = pl_module.trainer
-    return pl_module.hf_output_dir or str(Path(trainer.log_dir or trainer.default_root_dir) / "hf_model")
+    return configured or str(Path(trainer.log_dir or trainer.default_root_dir) / "hf_model")
 
 
-def is_sharded(pl_module: L.LightningModule) -> bool:
-    """Whether the module trains under FSDP1 or FSDP2 (its parameters are shards)."""
-    trainer = pl_module._trainer
+def is_sharded(trainer: L.Trainer | None) -> bool:
+    """Whether the trainer runs FSDP1 or FSDP2 (the model's parameters are shards)."""
     return trainer is not None and isinstance(trainer.strategy, FSDPStrategy | ModelParallelStrategy)
 
 
-def full_state_dict(pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
-    """The unsharded weights of ``pl_module.model`` (names as inside the HF model), on CPU; collective.
+def full_state_dict(trainer: L.Trainer) -> dict[str, torch.Tensor]:
+    """The unsharded weights of the recipe's ``model`` (names as inside the HF model), on CPU; collective.
 
     Every rank must call it. Other submodules of the LightningModule (a reference model) are left out.
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    options = StateDictOptions(full_state_dict=True, cpu_offload=pl_module.device.type != "cpu")
+    options = StateDictOptions(full_state_dict=True, cpu_offload=trainer.strategy.root_device.type != "cpu")
     # trainer.model is the FSDP wrapper of the LightningModule (FSDP1) or the module itself (FSDP2).
-    state = get_model_state_dict(pl_module.trainer.model, options=options)
+    state = get_model_state_dict(trainer.model, options=options)
     prefix = f"{MODEL_ATTRIBUTE}."
     return {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
 
 
-def save_hf_model(pl_module: L.LightningModule, out_dir: str | Path, rebuild) -> Path:
-    """Write ``pl_module.model`` (LoRA merged) and its tokenizer to `out_dir`; collective under FSDP, rank 0 writes.
+def save_hf_model(
+    model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, trainer: L.Trainer | None, rebuild: Callable
+) -> Path:
+    """Write `model` (LoRA merged) and its tokenizer to `out_dir`; collective under FSDP, rank 0 writes.
 
     Args:
-        pl_module: A module holding ``model`` and ``tokenizer``.
+        model: The recipe's model (``self.model``; sharded under FSDP).
+        tokenizer: Its tokenizer.
         out_dir: Directory to write.
+        trainer: The trainer running the recipe (None outside a fit).
         rebuild: A function returning a fresh unsharded copy of the model (LoRA included) on CPU; under FSDP
             the gathered weights are loaded into it so that the export names weights as a one-device run does.
     """
     out = Path(out_dir)
-    trainer = pl_module._trainer
-    if is_sharded(pl_module):
-        state = full_state_dict(pl_module)  # every rank takes part in the gather; rank 0 receives it
+    if is_sharded(trainer):
+        state = full_state_dict(trainer)  # every rank takes part in the gather; rank 0 receives it
         if trainer.is_global_zero:
-            model = rebuild()
-            model.load_state_dict(state)
-            save_pretrained(model, pl_module.tokenizer, out)
+            unsharded = rebuild()
+            unsharded.load_state_dict(state)
+            save_pretrained(unsharded, tokenizer, out)
     elif trainer is None or trainer.is_global_zero:
-        save_pretrained(getattr(pl_module, MODEL_ATTRIBUTE), pl_module.tokenizer, out)
+        save_pretrained(model, tokenizer, out)
     if trainer is not None:
         trainer.strategy.barrier("save_hf")
     rank_zero_info(f"saved the Hugging Face model to {out}")
     return out
 
 
-def total_grad_norm(pl_module: L.LightningModule) -> torch.Tensor:
-    """The 2-norm of all gradients of ``pl_module.model`` (over every shard under FSDP)."""
-    trainer = pl_module._trainer
+def total_grad_norm(model: torch.nn.Module, trainer: L.Trainer | None) -> torch.Tensor:
+    """The 2-norm of all gradients of `model` (over every shard under FSDP)."""
     if trainer is not None and isinstance(trainer.strategy, FSDPStrategy):
         # FSDP1 holds gradient shards; its clip_grad_norm_ reduces over them (an infinite bound never clips).
         return trainer.model.clip_grad_norm_(float("inf"))
-    grads = [p.grad for p in getattr(pl_module, MODEL_ATTRIBUTE).parameters() if p.grad is not None]
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
-        return torch.zeros((), device=pl_module.device)
+        return torch.zeros((), device=next(model.parameters()).device)
     norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor over the shards

@@ -23,16 +23,16 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
-from bridge_pl.data.collate import IGNORE_INDEX
+from bridge_pl.data.encoding import IGNORE_INDEX
 from bridge_pl.models.model_io import AttnImplementation, load_tokenizer
 from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 from bridge_pl.modules.parallel import fully_shard_decoder
 from bridge_pl.modules.policy import (
     LoraConfig,
-    adopt_data_chat_template,
+    data_chat_template,
     hf_output_dir,
-    load_module_policy,
-    model_path_problems,
+    load_policy,
+    model_path_errors,
     save_hf_model,
     total_grad_norm,
 )
@@ -105,16 +105,23 @@ class SFTModule(L.LightningModule):
         self._last_hf_step = -1
 
     # ------------------------------------------------------------------------------------------- model
+    def _load_policy(self, gradient_checkpointing: bool) -> torch.nn.Module:
+        """The model of `model_path` with this module's settings (and LoRA adapters), in train mode."""
+        return load_policy(
+            self.model_path, dtype=self.dtype_name, attn_implementation=self.attn_implementation,
+            trust_remote_code=self.trust_remote_code, gradient_checkpointing=gradient_checkpointing, lora=self.lora,
+        )  # fmt: skip
+
     def configure_model(self) -> None:
         """Load the model (once: Lightning calls this hook again for validate/test after fit)."""
         if self.model is not None:
             return
-        model = load_module_policy(self, gradient_checkpointing=self.gradient_checkpointing)
+        model = self._load_policy(self.gradient_checkpointing)
         if self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy):
             fully_shard_decoder(model, self.device_mesh["data_parallel"])
         self.model = model.train()  # from_pretrained returns eval mode (dropout off) and Lightning keeps it
         self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=self.trust_remote_code)
-        adopt_data_chat_template(self)
+        self.tokenizer.chat_template = data_chat_template(self._trainer) or self.tokenizer.chat_template
 
     def forward(
         self,
@@ -184,7 +191,7 @@ class SFTModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the total gradient norm before clipping (over all shards under FSDP)."""
-        self.log("train/grad_norm", total_grad_norm(self))
+        self.log("train/grad_norm", total_grad_norm(self.model, self._trainer))
 
     def configure_gradient_clipping(
         self,
@@ -224,11 +231,11 @@ class SFTModule(L.LightningModule):
         # once per optimizer step, not micro-batch; never at step 0 (accumulating micro-batches: nothing trained yet)
         if every and step and step % every == 0 and step != self._last_hf_step:
             self._last_hf_step = step
-            self.save_hf(Path(hf_output_dir(self)) / f"step_{step}")
+            self.save_hf(Path(hf_output_dir(self.trainer, self.hf_output_dir)) / f"step_{step}")
 
     def on_train_end(self) -> None:
         """Write the final model as a Hugging Face directory."""
-        self.save_hf(hf_output_dir(self))
+        self.save_hf(hf_output_dir(self.trainer, self.hf_output_dir))
 
     # ------------------------------------------------------------------------------------ saving
     def save_hf(self, out_dir: str | Path) -> Path:
@@ -236,7 +243,9 @@ class SFTModule(L.LightningModule):
 
         Every rank must call it (it may gather shards); only global rank 0 touches the disk.
         """
-        return save_hf_model(self, out_dir, rebuild=lambda: load_module_policy(self, gradient_checkpointing=False))
+        return save_hf_model(
+            self.model, self.tokenizer, out_dir, self._trainer, rebuild=lambda: self._load_policy(False)
+        )
 
     # ----------------------------------------------------------------------------------- helpers
 
@@ -294,11 +303,11 @@ def _validate_args(
     save_hf_every_n_steps: int | None,
 ) -> None:
     """Raise one ValueError listing every invalid argument by its YAML key, before any model is loaded."""
-    issues = [*optimizer.problems(f"{KEY}.optimizer"), *scheduler.problems(f"{KEY}.scheduler")]
+    issues = [*optimizer.config_errors(f"{KEY}.optimizer"), *scheduler.config_errors(f"{KEY}.scheduler")]
     if lora is not None:
-        issues += lora.problems(f"{KEY}.lora")
+        issues += lora.config_errors(f"{KEY}.lora")
     if save_hf_every_n_steps is not None and save_hf_every_n_steps < 1:
         issues.append(f"{KEY}.save_hf_every_n_steps={save_hf_every_n_steps}: must be >= 1 (or null for no saves)")
-    issues += model_path_problems(model_path, f"{KEY}.model_path")
+    issues += model_path_errors(model_path, f"{KEY}.model_path")
     if issues:
         raise ValueError("invalid SFT configuration:\n  " + "\n  ".join(issues))

@@ -44,7 +44,7 @@ class SamplingConfig:
         """Whether decoding is greedy (temperature 0)."""
         return self.temperature == 0
 
-    def problems(self, key: str) -> list[str]:
+    def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key and the fix."""
         issues = []
         if self.temperature < 0:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bridge_pl.data.collate import pad_left
+from bridge_pl.data.encoding import pad_left
 from bridge_pl.models.model_io import cache_keyword
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig, cut_at_stop
 from bridge_pl.rollout.kv_cache import reserved_cache

@@ -48,47 +48,46 @@ class GenerationError(RuntimeError):
 class GeneratorConfig:
     """Difficulty knobs of the iGSM-reasoning generator (defaults: the paper's op 15-20 sets).
 
-    Attributes:
-        min_op: Smallest target operation count.
-        max_op: Largest target operation count.
-        force: Always use `max_op` instead of min(U{min..max}, U{min..max}).
-        max_instance_params: Upper bound on the structure graph's edges (instance parameters), "ip".
-        max_layers: Largest number of structure layers; L is drawn from {2, ..., max_layers}.
-        max_in_degree: Most inputs (the constant included) of a necessary instance node.
-        redundant: Add redundant (distractor) nodes and their sentences.
-        shuffle: Shuffle the question's condition sentences (else they follow the solution order).
-        answer_bound: Keep only problems with |answer| < answer_bound.
-        zero_answer_drop: Probability of rejecting a problem whose answer is 0. None means the paper's
-            rule: 0.6 when min_op > 20, else 0.
-        modulus: Reduce every operation modulo this number (23 reproduces the original iGSM arithmetic).
-        constant_range: Constants are uniform in {0, ..., constant_range - 1}.
-        order_attempts: Graphs drawn for one difficulty shape (T, L, sizes) until one has a valid solution order.
-        max_attempts: Draws tried per problem before giving up.
-        vocabulary: Path of a vocabulary JSON file; None uses the packaged one.
+    Each field's docstring is also the help of its `bridge data generate` flag (`min_op` is `--min-op`).
     """
 
     min_op: int = 15
+    """Smallest target operation count."""
     max_op: int = 20
+    """Largest target operation count."""
     force: bool = False
+    """Always use max_op instead of min(U{min..max}, U{min..max})."""
     max_instance_params: int = 20
+    """Upper bound on the structure graph's edges (instance parameters), "ip"."""
     max_layers: int = 4
+    """Largest number of structure layers; L is drawn from {2, ..., max_layers}."""
     max_in_degree: int = 4
+    """Most inputs (the constant included) of a necessary instance node."""
     redundant: bool = True
+    """Add redundant (distractor) nodes and their sentences."""
     shuffle: bool = True
+    """Shuffle the question's condition sentences (else they follow the solution order)."""
     answer_bound: int = 1000
+    """Keep only problems with |answer| < answer_bound."""
     zero_answer_drop: float | None = None
+    """Probability of rejecting a problem whose answer is 0 (default: the paper's rule: 0.6 if min_op > 20, else 0)."""
     modulus: int | None = None
+    """Reduce every operation modulo this number (23 reproduces the original iGSM arithmetic; default: none)."""
     constant_range: int = 10
+    """Constants are uniform in {0, ..., constant_range - 1}."""
     order_attempts: int = 50
+    """Graphs drawn for one difficulty shape (T, L, sizes) until one has a valid solution order."""
     max_attempts: int = 1000
+    """Draws tried per problem before giving up."""
     vocabulary: str | None = None
+    """Path of a vocabulary JSON file (default: the packaged one)."""
 
     def __post_init__(self) -> None:
-        errors = self.problems()
+        errors = self.config_errors()
         if errors:
             raise ValueError("invalid generator config:\n  " + "\n  ".join(errors))
 
-    def problems(self) -> list[str]:
+    def config_errors(self) -> list[str]:
         """Every invalid setting, each naming the key and the fix."""
         errors = []
         if not 1 <= self.min_op <= self.max_op:

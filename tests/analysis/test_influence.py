@@ -17,11 +17,12 @@ from bridge_pl.analysis.influence import (
     influence_by_bin,
     select_parameters,
 )
-from bridge_pl.analysis.probe import Probe, ProbeRollouts, _mean_gradient, measure_influence
+from bridge_pl.analysis.probe import ProbeRollouts, _mean_gradient, measure_influence
+from bridge_pl.data.prompt_sets import PromptSet
 from bridge_pl.models.model_io import init_model_dir, load_model
-from bridge_pl.modules.advantages import group_advantages
-from bridge_pl.modules.losses import aggregate, clipped_surrogate
-from bridge_pl.modules.scoring import CompletionBatch, completion_logprobs, sequence_mean_logprob
+from bridge_pl.rl.advantages import group_advantages
+from bridge_pl.rl.logprobs import CompletionBatch, completion_logprobs, sequence_mean_logprob
+from bridge_pl.rl.losses import aggregate, clipped_surrogate
 from bridge_pl.rollout import Completion
 
 PAD = 0
@@ -40,7 +41,7 @@ def rollouts(patterns: list[list[bool]], seed: int) -> ProbeRollouts:
         [Completion([rng.randrange(10, 1500) for _ in range(rng.randint(3, 9))], "", "stop") for _ in pattern]
         for pattern in patterns
     ]
-    probe = Probe("test", prompts, ["0"] * len(patterns), [1] * len(patterns))
+    probe = PromptSet("test", prompts, ["0"] * len(patterns), [1] * len(patterns))
     return ProbeRollouts(probe, groups, patterns)
 
 

@@ -14,6 +14,7 @@ from bridge_pl.data.datamodules import PromptPoolDataModule
 from bridge_pl.data.io import write_dataset
 from bridge_pl.modules import OptimizerConfig
 from bridge_pl.modules.grpo import GRPOLossConfig, GRPOModule, RolloutConfig
+from bridge_pl.rollout import SamplingConfig
 from callbacks.completions import CompletionsCallback
 from callbacks.influence import InfluenceCallback
 from callbacks.rollout_accuracy import RolloutAccuracyCallback
@@ -37,7 +38,8 @@ def prompts_dir(tmp_path_factory) -> Path:
 
 
 def fit(model_dir, prompts_dir, tmp_path, engine, callbacks, steps=2) -> tuple[GRPOModule, L.Trainer]:
-    module = GRPOModule(str(model_dir), engine=engine, rollout=RolloutConfig(num_generations=N, max_new_tokens=32),
+    rollout = RolloutConfig(num_generations=N, sampling=SamplingConfig(max_new_tokens=32))
+    module = GRPOModule(str(model_dir), engine=engine, rollout=rollout,
                         loss=GRPOLossConfig(kl_coef=0.0), optimizer=OptimizerConfig(lr=1e-3))  # fmt: skip
     trainer = L.Trainer(
         accelerator="cpu", max_steps=steps, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,

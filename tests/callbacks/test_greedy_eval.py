@@ -11,8 +11,11 @@ import torch
 
 from bridge_pl.cli import main as bridge_main
 from bridge_pl.data.datamodules import SFTDataModule
+from bridge_pl.data.prompt_sets import PromptSet, load_prompt_set
+from bridge_pl.evaluation import evaluate_prompts
 from bridge_pl.modules import OptimizerConfig, SFTModule
-from callbacks.greedy_eval import GreedyEvalCallback, _greedy
+from bridge_pl.rollout import HFEngine, SamplingConfig
+from callbacks.greedy_eval import GreedyEvalCallback
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -60,20 +63,25 @@ def test_scores_logs_and_writes_results_without_changing_training(tmp_path, mode
     assert observed.model.training  # back in train mode
 
     results = callback.results
-    assert results["total"] == 5 and 0 <= results["correct"] <= 5
-    assert results["per_op"] == {20: {"accuracy": results["accuracy"], "correct": results["correct"], "total": 5}}
+    assert results["problems"] == 5 and 0 <= results["correct"] <= 5
+    assert results["accuracy"] == results["correct"] / 5 and results["step"] == 2
+    assert results["per_op"] == {"20": {"problems": 5, "accuracy": results["accuracy"]}}  # bridge eval's layout
     assert f"greedy accuracy on {prompts}: {100 * results['accuracy']:.1f}% ({results['correct']}/5)" in (
         capsys.readouterr().out
     )
     (written,) = (tmp_path / "with").rglob("greedy_eval.json")
-    assert json.loads(written.read_text())["total"] == 5
+    assert json.loads(written.read_text())["problems"] == 5
 
 
-def test_greedy_completions_stop_after_the_answer_tag(model_dir):
+def test_greedy_completions_stop_after_the_answer_tag(model_dir, prompts):
     module = SFTModule(str(model_dir))
     module.configure_model()
-    questions = ["How many apples?", "A much longer question about the number of each school's classrooms?"]
-    first = _greedy(module.model.eval(), module.tokenizer, questions, max_new_tokens=12)
-    again = _greedy(module.model, module.tokenizer, questions[:1], max_new_tokens=12)
-    assert len(first) == 2 and first[0] == again[0]  # left padding: a prompt decodes the same alone or batched
-    assert all("</answer>" not in c[: -len("</answer>")] for c in first)
+    engine = HFEngine(batch_size=4)  # what the callback decodes with
+    engine.bind(module.model.eval(), module.tokenizer, str(model_dir))
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=12)
+    both = load_prompt_set(str(prompts), module.tokenizer, limit=2)
+    first = evaluate_prompts(engine, both, greedy, batch_size=2)
+    alone = PromptSet(both.path, both.prompt_ids[:1], both.ground_truth[:1], both.num_ops[:1])
+    again = evaluate_prompts(engine, alone, greedy, batch_size=1)
+    assert len(first) == 2 and first[0]["completion"] == again[0]["completion"]  # the same alone or batched
+    assert all("</answer>" not in r["completion"][: -len("</answer>")] for r in first)

@@ -7,16 +7,8 @@ import random
 import pytest
 import torch
 
-from bridge_pl.data.collate import (
-    IGNORE_INDEX,
-    balance_batches,
-    length_buckets,
-    pack_examples,
-    pad_left,
-    pad_right,
-    real_token_fraction,
-    sft_collate,
-)
+from bridge_pl.data.collate import balance_batches, length_buckets, pack_examples, real_token_fraction, sft_collate
+from bridge_pl.data.encoding import IGNORE_INDEX, pad_left, pad_right
 
 X = IGNORE_INDEX
 

@@ -15,14 +15,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from bridge_pl.augment.bridge import PRESETS
-from bridge_pl.data.collate import IGNORE_INDEX
 from bridge_pl.data.datamodules import IGSMDataModule, PromptPoolDataModule, SFTDataModule
+from bridge_pl.data.encoding import IGNORE_INDEX, encode_conversations, load_chat_tokenizer
 from bridge_pl.data.igsm import encode_problems
 from bridge_pl.data.io import DatasetError, write_dataset
+from bridge_pl.data.loaders import BatchPlanSampler
+from bridge_pl.data.prompts import LLAMA_MINIMAL_TEMPLATE, format_prompt
 from bridge_pl.data.records import OFFICIAL_COLUMNS, AnswerStyle, generate_rows
-from bridge_pl.data.sft import BatchPlanSampler, encode_conversations, load_chat_tokenizer
 from bridge_pl.models.model_io import load_tokenizer
-from bridge_pl.models.tokenizer import LLAMA_MINIMAL_TEMPLATE, format_prompt
 from bridge_pl.task.generator import GeneratorConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -15,8 +15,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from bridge_pl.data.datamodules import IGSMDataModule, SFTDataModule
 from bridge_pl.data.io import write_dataset
+from bridge_pl.data.loaders import BatchPlanSampler, ResumableLoader
 from bridge_pl.data.records import AnswerStyle, generate_rows
-from bridge_pl.data.sft import BatchPlanSampler, ResumableLoader
 from bridge_pl.modules import OptimizerConfig, SFTModule
 from bridge_pl.task.generator import GeneratorConfig
 
@@ -108,7 +108,7 @@ def test_ranks_resume_their_own_shares(model_dir, sft_dir):
 
 
 def test_prompt_style_loaders_skip_whole_batches_of_indices():
-    from bridge_pl.data.prompts import EpochSampler
+    from bridge_pl.data.loaders import EpochSampler
 
     examples = list(range(10))
 

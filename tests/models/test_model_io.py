@@ -12,6 +12,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from bridge_pl.augment.bridge import render_bridge_answer
+from bridge_pl.data.prompts import format_conversation
 from bridge_pl.models.model_io import (
     TINY_PRESETS,
     apply_lora,
@@ -24,7 +25,7 @@ from bridge_pl.models.model_io import (
     model_config,
     save_pretrained,
 )
-from bridge_pl.models.tokenizer import build_tokenizer, format_conversation
+from bridge_pl.models.tokenizer import build_tokenizer
 from bridge_pl.task.generator import GeneratorConfig, generate_problem, stream_rng
 from bridge_pl.task.question import render_question
 

@@ -13,15 +13,13 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from bridge_pl.augment.bridge import render_bridge_answer
+from bridge_pl.data.prompts import SYSTEM_PROMPT, format_conversation, format_prompt
 from bridge_pl.models.tokenizer import (
     ANSWER_TAGS,
     EOS_TOKEN,
     IM_START,
     PAD_TOKEN,
-    SYSTEM_PROMPT,
     build_tokenizer,
-    format_conversation,
-    format_prompt,
     name_tokens,
     train_backend,
 )
@@ -206,9 +204,8 @@ def test_task_layer_does_not_import_models():
 
 
 def test_llama_minimal_template_renders_the_paper_prompt(tmp_path):
-    from bridge_pl.data.sft import load_chat_tokenizer
+    from bridge_pl.data.encoding import load_chat_tokenizer
     from bridge_pl.models.model_io import init_model_dir
-    from bridge_pl.models.tokenizer import SYSTEM_PROMPT, format_conversation, format_prompt
 
     directory = init_model_dir(tmp_path, preset="llama-1m")
     tokenizer, _ = load_chat_tokenizer(str(directory), chat_template="llama-minimal")

@@ -55,7 +55,7 @@ def data(model_dir, prompts_dir, **kwargs) -> PromptPoolDataModule:
 
 
 def sequence_logprob(model, tokenizer, question: str, completion: str) -> float:
-    from bridge_pl.models.tokenizer import format_prompt
+    from bridge_pl.data.prompts import format_prompt
 
     prompt = tokenizer(format_prompt(tokenizer, question), add_special_tokens=False)["input_ids"]
     target = tokenizer(completion, add_special_tokens=False)["input_ids"]
@@ -94,7 +94,7 @@ def test_updates_move_probability_from_wrong_to_right_answers(model_dir, prompts
 def test_fit_with_the_hf_engine_logs_every_metric_and_saves_the_policy(model_dir, prompts_dir, tmp_path):
     module = GRPOModule(
         str(model_dir),
-        rollout=RolloutConfig(num_generations=3, max_new_tokens=12, format_reward_scale=0.1),
+        rollout=RolloutConfig(num_generations=3, sampling=SamplingConfig(max_new_tokens=12), format_reward_scale=0.1),
         update=UpdateConfig(micro_batch_size=4),
         optimizer=OptimizerConfig(lr=1e-3),
     )
@@ -200,7 +200,9 @@ def test_resume_continues_the_rollout_count_and_optimizer(model_dir, prompts_dir
 
 
 def test_validation_and_test_report_greedy_accuracy(model_dir, prompts_dir, tmp_path):
-    module = GRPOModule(str(model_dir), rollout=RolloutConfig(num_generations=2, max_new_tokens=8))
+    module = GRPOModule(
+        str(model_dir), rollout=RolloutConfig(num_generations=2, sampling=SamplingConfig(max_new_tokens=8))
+    )
     pool = PromptPoolDataModule(
         str(model_dir), train_path=str(prompts_dir), val_path=str(prompts_dir), test_path=str(prompts_dir), batch_size=4
     )
@@ -219,7 +221,7 @@ def test_every_bad_setting_is_reported_at_once(tmp_path):
     with pytest.raises(ValueError) as err:
         GRPOModule(
             str(tmp_path / "missing"),
-            rollout=RolloutConfig(num_generations=1, temperature=-1.0),
+            rollout=RolloutConfig(num_generations=1, sampling=SamplingConfig(temperature=-1.0)),
             loss=GRPOLossConfig(epsilon_low=1.5, kl_coef=0.0, kl_mask_threshold=0.1),
             update=UpdateConfig(micro_batch_size=0),
             optimizer=OptimizerConfig(lr=0.0),
@@ -228,7 +230,7 @@ def test_every_bad_setting_is_reported_at_once(tmp_path):
     for key in (
         "model_path",
         "rollout.num_generations",
-        "rollout.temperature",
+        "rollout.sampling.temperature",
         "loss.epsilon_low",
         "loss.kl_mask_threshold",
         "update.micro_batch_size",
@@ -246,7 +248,7 @@ def test_ddp_and_fsdp1_are_refused_with_the_fix(model_dir, prompts_dir, tmp_path
 
 
 def test_engines_are_swappable_through_the_same_interface(model_dir, scripted_engine):
-    from bridge_pl.models.tokenizer import format_prompt
+    from bridge_pl.data.prompts import format_prompt
 
     tokenizer = load_tokenizer(model_dir)
     prompt = tokenizer(format_prompt(tokenizer, QUESTIONS[1]), add_special_tokens=False)["input_ids"]

@@ -15,8 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from bridge_pl.cli import main as bridge_main
 from bridge_pl.data.collate import pack_examples, sft_collate
 from bridge_pl.data.datamodules import SFTDataModule
+from bridge_pl.data.prompts import LLAMA_MINIMAL_TEMPLATE
 from bridge_pl.models.model_io import load_model, load_tokenizer
-from bridge_pl.models.tokenizer import LLAMA_MINIMAL_TEMPLATE
 from bridge_pl.modules import LoraConfig, OptimizerConfig, SchedulerConfig, SFTModule, token_cross_entropy
 from bridge_pl.modules.optim import lr_multiplier
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bridge_pl.data.prompts import format_prompt
 from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
-from bridge_pl.models.tokenizer import format_prompt
 from bridge_pl.rollout import Completion, HFEngine, SamplingConfig, cut_at_stop
 
 
@@ -103,5 +103,5 @@ def test_engine_refuses_use_before_bind_and_pushes_when_stale(model_dir, tokeniz
 
 
 def test_sampling_config_reports_every_problem():
-    problems = SamplingConfig(temperature=-1, top_p=0, top_k=-2, max_new_tokens=0).problems("rollout")
+    problems = SamplingConfig(temperature=-1, top_p=0, top_k=-2, max_new_tokens=0).config_errors("rollout")
     assert len(problems) == 4 and all(p.startswith("rollout.") for p in problems)

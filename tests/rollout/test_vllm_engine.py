@@ -15,8 +15,8 @@ import torch
 
 from bridge_pl.data.datamodules import PromptPoolDataModule
 from bridge_pl.data.io import write_dataset
+from bridge_pl.data.prompts import format_prompt
 from bridge_pl.models.model_io import apply_lora, init_model_dir, load_model, load_tokenizer
-from bridge_pl.models.tokenizer import format_prompt
 from bridge_pl.modules import OptimizerConfig
 from bridge_pl.modules.grpo import GRPOModule, RolloutConfig
 from bridge_pl.rollout import HFEngine, SamplingConfig, VLLMEngine
@@ -120,7 +120,8 @@ def test_grpo_fit_with_the_vllm_engine(model_dir, tmp_path):
     rows = [{"query": q, "final_answer": 3, "num_ops": 1} for q in QUESTIONS]
     write_dataset(tmp_path / "prompts", rows, config={"note": "vllm test prompts"})
     engine = VLLMEngine(dtype="float32", max_model_len=1024, kv_cache_memory_bytes=256 << 20)
-    module = GRPOModule(str(model_dir), engine=engine, rollout=RolloutConfig(num_generations=4, max_new_tokens=16),
+    rollout = RolloutConfig(num_generations=4, sampling=SamplingConfig(max_new_tokens=16))
+    module = GRPOModule(str(model_dir), engine=engine, rollout=rollout,
                         optimizer=OptimizerConfig(lr=1e-2))  # fmt: skip
     trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, limit_val_batches=0, default_root_dir=str(tmp_path))  # fmt: skip

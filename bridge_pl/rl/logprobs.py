@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bridge_pl.data.collate import pad_left, pad_right
+from bridge_pl.data.encoding import pad_left, pad_right
 from bridge_pl.models.model_io import cache_keyword
-from bridge_pl.modules.losses import token_entropy, token_logprobs
+from bridge_pl.rl.losses import token_entropy, token_logprobs
 
 __all__ = ["CompletionBatch", "completion_logprobs", "sequence_mean_logprob"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bridge_pl.models.model_io import init_model_dir, load_model
-from bridge_pl.modules.scoring import CompletionBatch, _logits_whole, completion_logprobs
+from bridge_pl.rl.logprobs import CompletionBatch, _logits_whole, completion_logprobs
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 Shapes: B sequences (prompt x rollout), C completion tokens; ``mask`` (B, C) is 1 on the completion's real
 tokens (through its stop or eos token) and 0 on padding. Each function is checked against numbers worked by
-hand in ``tests/modules/test_losses.py``.
+hand in ``tests/rl/test_losses.py``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from bridge_pl.modules.advantages import group_advantages, zero_std_groups
-from bridge_pl.modules.losses import (
+from bridge_pl.rl.advantages import group_advantages, zero_std_groups
+from bridge_pl.rl.losses import (
     aggregate,
     clipped_surrogate,
     k3_kl,

@@ -1,0 +1,57 @@
+"""Prompt sets: the first rows of a dataset (query, final_answer) rendered and tokenized as RL prompts.
+
+What evaluation, the probes of the analysis and the callbacks read; a `PromptSet` is plain lists, so any rollout
+engine can sample it. Imports no torch training stack and no Lightning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bridge_pl.data.encoding import encode_prompts
+from bridge_pl.data.io import read_dataset
+
+__all__ = ["PromptSet", "load_prompt_set"]
+
+
+@dataclass
+class PromptSet:
+    """Fixed prompts with their ground truth, in file order."""
+
+    path: str
+    """Where they were read from."""
+    prompt_ids: list[list[int]]
+    """Token ids of each rendered prompt (chat template + "<think>", no special tokens added)."""
+    ground_truth: list[str]
+    """str(final_answer) of each prompt: what the reward compares the first \\boxed{} with."""
+    num_ops: list[int]
+    """Operation count of each problem (-1 where the data has none)."""
+    index: list[int] | None = None
+    """Position of each prompt in its file (default: 0, 1, ...)."""
+
+    def __post_init__(self) -> None:
+        if self.index is None:
+            self.index = list(range(len(self.prompt_ids)))
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    @classmethod
+    def from_batch(cls, batch: dict[str, Any], prompt_ids: list[list[int]], path: str = "") -> PromptSet:
+        """The prompts of a `PromptPoolDataModule` batch (its unpadded `prompt_ids` given)."""
+        return cls(path, prompt_ids, list(batch["ground_truth"]), list(batch["num_ops"]), list(batch["index"]))
+
+
+def load_prompt_set(path: str, tokenizer: Any, limit: int | None = None) -> PromptSet:
+    """The first `limit` prompts (all with None) of a dataset with query and final_answer, tokenized as RL prompts."""
+    rows = read_dataset(path, required=("query", "final_answer"))[:limit]
+    if not rows:
+        raise ValueError(f"prompt set {path!r} holds no rows")
+    examples = encode_prompts(tokenizer, rows)
+    return PromptSet(
+        path=str(path),
+        prompt_ids=[e["input_ids"] for e in examples],
+        ground_truth=[e["ground_truth"] for e in examples],
+        num_ops=[e["num_ops"] for e in examples],
+    )

@@ -1,0 +1,38 @@
+"""Rollout engines by name, and an engine bound to a saved model: what evaluation and the probes start from."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from bridge_pl.models.model_io import load_model, load_tokenizer
+from bridge_pl.rollout.base import RolloutEngine
+
+__all__ = ["EngineKind", "bound_engine", "build_engine"]
+
+EngineKind = Literal["hf", "vllm"]
+
+
+def build_engine(kind: EngineKind, *, batch_size: int = 64, **vllm_kwargs: Any) -> RolloutEngine:
+    """A rollout engine by name: "hf" (transformers generate) or "vllm" (in-process vLLM, its settings as kwargs)."""
+    from bridge_pl.rollout.hf import HFEngine
+    from bridge_pl.rollout.vllm import VLLMEngine  # imports vllm only when an engine starts
+
+    if kind == "hf":
+        return HFEngine(batch_size=batch_size)
+    if kind == "vllm":
+        return VLLMEngine(**vllm_kwargs)
+    raise ValueError(f"engine {kind!r}: choose hf or vllm")
+
+
+def bound_engine(
+    model_dir: str, kind: EngineKind = "hf", *, batch_size: int = 64, dtype: str = "float32"
+) -> tuple[RolloutEngine, Any, torch.nn.Module]:
+    """(engine, tokenizer, model): a saved model in eval mode on the best device, with an engine bound to it."""
+    tokenizer = load_tokenizer(model_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(model_dir, dtype=dtype).to(device).eval()
+    engine = build_engine(kind, batch_size=batch_size, dtype=dtype)
+    engine.bind(model, tokenizer, str(model_dir))
+    return engine, tokenizer, model

@@ -39,7 +39,16 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bridge_pl.task.expression import Chain, Expr, Num, Product, Ref, evaluate, render
+from bridge_pl.task.expression import (
+    Chain,
+    Expr,
+    ExpressionError,
+    Product,
+    Ref,
+    evaluate_bounded,
+    parse_expression,
+    render,
+)
 from bridge_pl.task.problem import Node, Problem, ProblemError
 from bridge_pl.task.vocabulary import load_vocabulary
 
@@ -313,7 +322,11 @@ class _Structure:
 
 
 # ------------------------------------------------------------------------------------------------ answer
-_CHAIN = re.compile(r"(?<![\w'])([A-Za-z]) = ([-+*()0-9A-Za-z =]+?)(?=\.(?:\s|$)|$)")
+# A chain "X = t0 = ... = tk" lies in one maximal run of term characters that ends in "." before a space, or at
+# the line end. Scanning runs (instead of a lazy regex tried from every letter) keeps long lines linear.
+_RUN = re.compile(r"[-+*()0-9A-Za-z =]+")
+_CHAIN_START = re.compile(r"(?<![\w'])([A-Za-z]) = ")
+_CHAIN_END = re.compile(r"\.(?:\s|$)")
 _SUBJECT = re.compile(r"(?i:the number of )(?=each )|^(?:- )?Define (?=each )")
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
 _ANSWER_IS = re.compile(r"the answer is (-?\d+)", re.I)
@@ -338,20 +351,33 @@ def _parse_answer(response: str, structure: _Structure) -> tuple[list[_Step], in
     steps = []
     for line_no, raw_line in enumerate(response.splitlines(), 1):
         line = raw_line.strip()
-        chain = _CHAIN.search(line)
+        chain = _first_chain(line)
         if chain is None:
             continue  # failed attempts, reflections, frame lines: no DAG information
-        terms = [term.strip() for term in chain.group(2).split(" = ")]
-        where = f"answer line {line_no} ({chain.group(0)!r})"
+        text, letter, body = chain
+        terms = [term.strip() for term in body.split(" = ")]
+        where = f"answer line {line_no} ({text!r})"
         if not _INTEGER.match(terms[-1]):
             raise ExtractionError(f"{where}: the chain does not end in a number")
         key = _subject(line, matcher)
         if key is None:
             raise ExtractionError(f"{where}: the line names no parameter of the question: {line!r}")
-        formula, links = terms[0], terms[1:]
-        steps.append(_Step(line_no, key, chain.group(1), formula, links, int(terms[-1]), chain.group(0)))
+        last = _parse_term(terms[-1], None, where)  # a number; read by the parser so its digit limit guards int()
+        steps.append(_Step(line_no, key, letter, terms[0], terms[1:], evaluate_bounded(last, {}), text))
     boxed = _BOXED.search(response) or _ANSWER_IS.search(response)
     return steps, int(boxed.group(1)) if boxed else None
+
+
+def _first_chain(line: str) -> tuple[str, str, str] | None:
+    """The line's first equation chain as (its text, its letter, the text after "X = "), or None."""
+    for run in _RUN.finditer(line):
+        end = run.end()
+        if end < len(line) and _CHAIN_END.match(line, end) is None:
+            continue
+        start = _CHAIN_START.search(line, run.start(), end)
+        if start is not None and start.end() < end:
+            return line[start.start() : end], start.group(1), line[start.end() : end]
+    return None
 
 
 def _subject(line: str, matcher: re.Pattern[str]) -> Key | None:
@@ -363,66 +389,11 @@ def _subject(line: str, matcher: re.Pattern[str]) -> Key | None:
     return (match.group("upper"), match.group("lower")) if match else None
 
 
-class _ExpressionParser:
-    """Recursive-descent parser for chain terms: integers, letters, + - *, parentheses (`expression` trees)."""
-
-    def __init__(self, text: str, ref: Callable[[str], int] | None):
-        self.tokens = re.findall(r"\d+|[A-Za-z]|[-+*()]|\S", text)
-        self.pos = 0
-        self.ref = ref
-
-    def parse(self) -> Expr:
-        expr = self._chain()
-        if self.pos != len(self.tokens):
-            raise ValueError(f"unexpected {self.tokens[self.pos]!r}")
-        return expr
-
-    def _peek(self) -> str | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def _next(self) -> str:
-        token = self._peek()
-        if token is None:
-            raise ValueError("unexpected end")
-        self.pos += 1
-        return token
-
-    def _chain(self) -> Expr:
-        terms, ops = [self._product()], []
-        while self._peek() in ("+", "-"):
-            ops.append(self._next())
-            terms.append(self._product())
-        return terms[0] if not ops else Chain(tuple(terms), tuple(ops))
-
-    def _product(self) -> Expr:
-        expr = self._factor()
-        while self._peek() == "*":
-            self._next()
-            expr = Product(expr, self._factor())
-        return expr
-
-    def _factor(self) -> Expr:
-        token = self._next()
-        if token == "(":
-            inner = self._chain()
-            if self._next() != ")":
-                raise ValueError("unbalanced parenthesis")
-            return inner
-        if token == "-" and (self._peek() or "").isdigit():
-            return Num(-int(self._next()))
-        if token.isdigit():
-            return Num(int(token))
-        if token.isalpha() and self.ref is not None:
-            return Ref(self.ref(token))
-        raise ValueError(f"unexpected {token!r}")
-
-
-def _parse_expression(text: str, ref: Callable[[str], int] | None, where: str) -> Expr:
+def _parse_term(text: str, ref: Callable[[str], int] | None, where: str) -> Expr:
+    """`parse_expression`, its error turned into an `ExtractionError` that names the answer line."""
     try:
-        return _ExpressionParser(text, ref).parse()
-    except ExtractionError:
-        raise
-    except ValueError as err:
+        return parse_expression(text, ref)
+    except ExpressionError as err:
         raise ExtractionError(f"{where}: cannot read {text!r} as an equation ({err})") from err
 
 
@@ -471,7 +442,7 @@ def _read_equations(
                 raise ExtractionError(f"{where}: uses {letter!r} before any step computes it")
             return index(letters[letter])
 
-        expr = _parse_expression(step.formula, ref, where)
+        expr = _parse_term(step.formula, ref, where)
         _check_links(step, modulus, where)
         condition = question.condition(step.key)
         if condition is not None:
@@ -498,7 +469,11 @@ def _check_letter(letters: dict[str, Key], step: _Step, where: str) -> None:
 def _check_links(step: _Step, modulus: int | None, where: str) -> None:
     """Every number-only link of the chain must evaluate to the chain's value."""
     for link in step.links:
-        value = evaluate(_parse_expression(link, None, where), {}, modulus)
+        expr = _parse_term(link, None, where)
+        try:
+            value = evaluate_bounded(expr, {}, modulus)
+        except ExpressionError as err:
+            raise ExtractionError(f"{where}: cannot evaluate {link!r} ({err})") from err
         if value != step.value:
             raise ExtractionError(f"{where}: {link!r} evaluates to {value}, not {step.value} (modulus={modulus})")
 

@@ -8,11 +8,12 @@ The CoT checker validates an answer as a proof: every ``X = t0 = t1 = ... = v`` 
 agree, uses only variables defined by earlier chains, substitutes their values faithfully, and ends at
 the boxed answer. It is what proves every renderer correct on thousands of problems.
 
-Model text is only ever matched with regular expressions and read by a small tokenizer and
-recursive-descent parser: it is never executed. Every scan is linear in the text and the parser's
-recursion is capped, so pathological completions (huge lines, deep parentheses, giant numbers) give
-errors, not hangs or crashes. Standard library only: the reward runs inside data workers that must not
-pay for importing torch.
+Model text is only ever matched with regular expressions and read by the task layer's equation tokenizer
+and recursive-descent parser (`bridge_pl.task.expression`, shared with the extractor): it is never
+executed. Every scan is linear in the text and the parser's recursion is capped, so pathological
+completions (huge lines, deep parentheses, giant numbers) give errors, not hangs or crashes. Standard
+library plus that standard-library-only module: the reward runs inside data workers that must not pay for
+importing torch.
 """
 
 from __future__ import annotations
@@ -21,8 +22,24 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bridge_pl.task.expression import (
+    MAX_BITS,
+    MAX_DEPTH,
+    MAX_DIGITS,
+    Expr,
+    ExpressionError,
+    evaluate_bounded,
+    fold_signs,
+    literals,
+    parse_expression,
+    tokenize_equation,
+)
+
 __all__ = [
     "BOXED",
+    "MAX_BITS",
+    "MAX_DEPTH",
+    "MAX_DIGITS",
     "CoTCheck",
     "batch_rewards",
     "check_cot",
@@ -35,9 +52,7 @@ __all__ = [
 BOXED = re.compile(r"\\boxed\{([^}]*)\}")
 FORMAT = re.compile(r"^<think>.*?</think>\s*<answer>.*?</answer>$", re.DOTALL | re.MULTILINE)
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
-MAX_DEPTH = 64  # parenthesis nesting; iGSM formulas need 2-3 levels
-MAX_DIGITS = 64  # per number; keeps int() under Python's 4300-digit limit and * fast
-MAX_BITS = 256  # per intermediate value, so a chain of products cannot grow without bound
+# MAX_DEPTH, MAX_DIGITS and MAX_BITS, the limits every term is read under, are the parser's (`expression`).
 MAX_ERRORS = 50  # a degenerate completion can repeat one slip thousands of times
 MAX_QUOTE = 60  # characters of model text quoted in one error
 
@@ -45,11 +60,7 @@ MAX_QUOTE = 60  # characters of model text quoted in one error
 # Scanning runs (instead of a lazy regex tried from every letter) keeps long lines linear.
 _RUN = re.compile(r"[-+*() 0-9A-Za-z=]+")
 _CHAIN_START = re.compile(r"(?<![A-Za-z])([A-Za-z]) = ")
-_TOKEN = re.compile(r"[0-9]+|[A-Za-z]|[-+*()]")
-_NOT_TERM = re.compile(r"[^ 0-9A-Za-z+*()-]")
 _INTEGER = re.compile(r"-?[0-9]+")
-_OPERATORS = frozenset("+-*()")
-_BEFORE_SIGN = frozenset("+-*(")  # after these a '-' is a sign, not a subtraction
 
 
 # ------------------------------------------------------------------------------------------------ reward
@@ -181,143 +192,13 @@ class _Definition:
     line: int
 
 
-class _TermError(ValueError):
-    """A term that cannot be read or evaluated; the message says why."""
-
-
-class _UndefinedError(_TermError):
+class _UndefinedError(ExpressionError):
     """A term uses a variable no earlier chain defined."""
 
 
 def _quote(text: str) -> str:
     """Quote model text for an error message, shortened so a huge term cannot flood the report."""
     return repr(text if len(text) <= MAX_QUOTE else text[: MAX_QUOTE - 3] + "...")
-
-
-def _tokenize(term: str) -> list[str]:
-    """Split a term into numbers, single letters and operators; anything else is an error."""
-    bad = _NOT_TERM.search(term)
-    if bad is not None:
-        raise _TermError(f"unexpected {_quote(term[bad.start() : bad.start() + 10])}")
-    return _TOKEN.findall(term)  # every character left is a space or part of a token, so nothing is skipped
-
-
-def _is_number(token: str) -> bool:
-    return token[0] in "0123456789"
-
-
-def _is_variable(token: str) -> bool:
-    return token not in _OPERATORS and not _is_number(token)
-
-
-class _Evaluator:
-    """Recursive-descent evaluator of the tokens of one term.
-
-    Grammar: sum := product (('+' | '-') product)*; product := factor ('*' factor)*;
-    factor := number | '-' number | variable | '(' sum ')'. Records every printed number (with its sign)
-    so the caller can range-check them under a modulus.
-    """
-
-    def __init__(self, tokens: list[str], env: dict[str, _Definition], modulus: int | None):
-        self.tokens = tokens
-        self.pos = 0
-        self.env = env
-        self.modulus = modulus
-        self.depth = 0
-        self.literals: list[int] = []
-
-    def evaluate(self) -> int:
-        value = self._sum()
-        if self.pos != len(self.tokens):
-            raise _TermError(f"unexpected {self.tokens[self.pos]!r}")
-        return value
-
-    def _peek(self) -> str | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def _take(self) -> str:
-        token = self._peek()
-        if token is None:
-            raise _TermError("it ends too early")
-        self.pos += 1
-        return token
-
-    def _reduce(self, value: int) -> int:
-        if self.modulus is not None:
-            return value % self.modulus
-        if value.bit_length() > MAX_BITS:
-            raise _TermError(f"a value exceeds {MAX_BITS} bits")
-        return value
-
-    def _sum(self) -> int:
-        value = self._product()
-        while self._peek() in ("+", "-"):
-            op = self._take()
-            right = self._product()
-            value = self._reduce(value + right if op == "+" else value - right)
-        return value
-
-    def _product(self) -> int:
-        value = self._factor()
-        while self._peek() == "*":
-            self._take()
-            value = self._reduce(value * self._factor())
-        return value
-
-    def _factor(self) -> int:
-        token = self._take()
-        if token == "(":
-            return self._parenthesized()
-        if token == "-":  # only numbers carry a sign: "(-5)", "-5", "2 - -3"
-            number = self._take()
-            if not _is_number(number):
-                raise _TermError(f"'-' must precede a number, not {number!r}")
-            return self._number(number, sign=-1)
-        if _is_number(token):
-            return self._number(token, sign=1)
-        if _is_variable(token):
-            if token not in self.env:
-                raise _UndefinedError(f"variable '{token}' used before it is defined")
-            return self.env[token].value
-        raise _TermError(f"unexpected {token!r}")
-
-    def _parenthesized(self) -> int:
-        # Depth is capped so "((((...))))" is an error instead of a RecursionError.
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise _TermError(f"parentheses nested deeper than {MAX_DEPTH} levels")
-        value = self._sum()
-        if self._take() != ")":
-            raise _TermError("missing ')'")
-        self.depth -= 1
-        return value
-
-    def _number(self, digits: str, sign: int) -> int:
-        if len(digits) > MAX_DIGITS:
-            raise _TermError(f"a number has more than {MAX_DIGITS} digits")
-        value = sign * int(digits)
-        self.literals.append(value)
-        return value if self.modulus is None else value % self.modulus
-
-
-def _literal_shape(tokens: list[str]) -> list[str]:
-    """Tokens with signed literals folded into one token: "(-5)", and "-5" where '-' cannot be binary."""
-    shape: list[str] = []
-    i = 0
-    while i < len(tokens):
-        window = tokens[i : i + 4]
-        if len(window) == 4 and window[:2] == ["(", "-"] and _is_number(window[2]) and window[3] == ")":
-            shape.append(f"-{window[2]}")
-            i += 4
-        elif (
-            window[0] == "-" and len(window) > 1 and _is_number(window[1]) and (not shape or shape[-1] in _BEFORE_SIGN)
-        ):
-            shape.append(f"-{window[1]}")
-            i += 2
-        else:
-            shape.append(tokens[i])
-            i += 1
-    return shape
 
 
 # ----------------------------------------------------------------------------------------- the frame
@@ -392,50 +273,70 @@ def _find_chains(body: str, first_line: int) -> tuple[list[_Chain], tuple[int, s
     return chains, conclusion
 
 
-def _evaluate_term(term: str, env: dict[str, _Definition], modulus: int | None) -> tuple[int, list[int]]:
-    """Value of one term and the numbers printed in it."""
-    evaluator = _Evaluator(_tokenize(term), env, modulus)
-    return evaluator.evaluate(), evaluator.literals
+def _evaluate_term(tokens: list[str], env: dict[str, _Definition], modulus: int | None) -> tuple[int, Expr]:
+    """Value of one term (reduced mod `modulus`, printed numbers included) and its tree."""
+    values: dict[int, int] = {}
+
+    def ref(letter: str) -> int:
+        definition = env.get(letter)
+        if definition is None:
+            raise _UndefinedError(f"variable '{letter}' used before it is defined")
+        values[ord(letter)] = definition.value
+        return ord(letter)
+
+    expr = parse_expression(tokens, ref)
+    value = evaluate_bounded(expr, values, modulus)
+    # Operations already reduce; this also reduces a term that is one printed number, "30" under 23.
+    return (value if modulus is None else value % modulus), expr
 
 
 def _term_values(
     chain: _Chain, env: dict[str, _Definition], modulus: int | None, errors: list[str]
-) -> list[int | None]:
-    """Value of each term (None where it cannot be computed), appending problems to `errors`."""
+) -> tuple[list[int | None], list[list[str] | None]]:
+    """Value and tokens of each term (None where it cannot be computed or read), appending problems to `errors`."""
     where = f"line {chain.line}"
     values: list[int | None] = []
+    tokens: list[list[str] | None] = []
     for k, term in enumerate(chain.terms):
+        term_tokens, value = None, None
         try:
-            variables = [t for t in _tokenize(term) if _is_variable(t)]
+            term_tokens = tokenize_equation(term)
+            variables = [t for t in term_tokens if t.isalpha()]
             if k > 0 and variables:
-                raise _TermError(f"variable '{variables[0]}' after the first term; only the formula may use variables")
-            value, literals = _evaluate_term(term, env, modulus)
+                raise ExpressionError(
+                    f"variable '{variables[0]}' after the first term; only the formula may use variables"
+                )
+            value, expr = _evaluate_term(term_tokens, env, modulus)
         except _UndefinedError as err:
             errors.append(f"{where}: {err}")
-            values.append(None)
-            continue
-        except _TermError as err:
+        except ExpressionError as err:
             errors.append(f"{where}: cannot evaluate {_quote(term)}: {err}")
-            values.append(None)
-            continue
-        if modulus is not None:
-            errors.extend(
-                f"{where}: {n} in {_quote(term)} is not in [0, {modulus})" for n in literals if not 0 <= n < modulus
-            )
+        else:
+            if modulus is not None:
+                errors.extend(
+                    f"{where}: {n} in {_quote(term)} is not in [0, {modulus})"
+                    for n in literals(expr)
+                    if not 0 <= n < modulus
+                )
+        tokens.append(term_tokens)
         values.append(value)
-    return values
+    return values, tokens
 
 
-def _substitution_error(chain: _Chain, env: dict[str, _Definition]) -> str | None:
-    """Why the second term is not the formula with each variable replaced by its value, or None if it is."""
-    try:
-        formula, numeric = _tokenize(chain.terms[0]), _tokenize(chain.terms[1])
-    except _TermError:
+def _substitution_error(
+    chain: _Chain, formula: list[str] | None, numeric: list[str] | None, env: dict[str, _Definition]
+) -> str | None:
+    """Why the second term is not the formula with each variable replaced by its value, or None if it is.
+
+    Compared token by token (signed literals folded, so "(-3)" and "-3" agree), which also rejects redundant
+    parentheses: the numeric link must be the formula's text with numbers for letters.
+    """
+    if formula is None or numeric is None:
         return None  # already reported by _term_values
-    if not any(_is_variable(t) for t in formula) or any(_is_variable(t) and t not in env for t in formula):
+    if not any(t.isalpha() for t in formula) or any(t.isalpha() and t not in env for t in formula):
         return None
-    expected = [str(env[t].value) if _is_variable(t) else t for t in _literal_shape(formula)]
-    if expected != _literal_shape(numeric):
+    expected = [str(env[t].value) if t.isalpha() else t for t in fold_signs(formula)]
+    if expected != fold_signs(numeric):
         shown = " ".join(expected).replace("( ", "(").replace(" )", ")")
         formula_text, numeric_text = _quote(chain.terms[0]), _quote(chain.terms[1])
         return f"{numeric_text} is not {formula_text} with the values substituted (expected {_quote(shown)})"
@@ -445,13 +346,13 @@ def _substitution_error(chain: _Chain, env: dict[str, _Definition]) -> str | Non
 def _check_chain(chain: _Chain, env: dict[str, _Definition], modulus: int | None) -> tuple[list[str], int | None]:
     """Check one chain and record its variable's value in `env`; returns the problems and that value."""
     where, errors = f"line {chain.line}", []
-    values = _term_values(chain, env, modulus, errors)
+    values, tokens = _term_values(chain, env, modulus, errors)
     errors += _link_errors(chain, values)
     if len(chain.terms) > 1 and values[0] is not None:  # a formula that failed is already reported
-        problem = _substitution_error(chain, env)
+        problem = _substitution_error(chain, tokens[0], tokens[1], env)
         if problem:
             errors.append(f"{where}: {problem}")
-    last = _literal_shape(_tokenize_or_empty(chain.terms[-1]))
+    last = fold_signs(tokens[-1] or [])
     if len(chain.terms) > 1 and not (len(last) == 1 and _INTEGER.fullmatch(last[0])):
         errors.append(f"{where}: the chain for '{chain.variable}' does not end in a number ({_quote(chain.terms[-1])})")
     known = [v for v in values if v is not None]
@@ -479,13 +380,6 @@ def _link_errors(chain: _Chain, values: list[int | None]) -> list[str]:
             )
         previous = (term, value)
     return errors
-
-
-def _tokenize_or_empty(term: str) -> list[str]:
-    try:
-        return _tokenize(term)
-    except _TermError:
-        return []
 
 
 def _same_integer(text: str, value: int) -> bool:

@@ -4,8 +4,11 @@ import random
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge_pl.augment.bridge import BehaviorConfig, render_bridge_answer
+from bridge_pl.task import extract
 from bridge_pl.task.cot import render_no_cot, render_plain_cot
 from bridge_pl.task.extract import MAX_NODES, ExtractionError, extract_problem
 from bridge_pl.task.generator import GeneratorConfig, generate_problem
@@ -481,3 +484,48 @@ def test_wrong_modulus_is_a_value_mismatch():
 
 def test_extraction_error_is_a_value_error():
     assert issubclass(ExtractionError, ValueError)
+
+
+# ------------------------------------------------------------------------------------- pathological answers
+# The chain pattern extract.py used before it scanned runs: a lazy regex tried from every letter, quadratic on
+# long lines. It stays here as the reference the run scanner must agree with.
+_REGEX_CHAIN = re.compile(r"(?<![\w'])([A-Za-z]) = ([-+*()0-9A-Za-z =]+?)(?=\.(?:\s|$)|$)")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("x=Ab 1+*()-.'_é\t")), max_size=60))
+def test_chain_scanner_matches_the_reference_regex(line):
+    match = _REGEX_CHAIN.search(line)
+    assert extract._first_chain(line) == (None if match is None else (match.group(0), match.group(1), match.group(2)))
+
+
+def _with_link(old: str, new: str) -> str:
+    return _replace(EXAMPLE1_VANILLA, old, new)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (
+            _with_link("= 1 * 6 = 6.", "= " + "(" * 5000 + "1 * 6" + ")" * 5000 + " = 6."),
+            "nested deeper than 64 levels",
+        ),
+        # past the 4300 digits where int() itself refuses
+        (_with_link("So L = 1.", "So L = " + "1" * 5000 + "."), "a number has more than 64 digits"),
+        (_with_link("= 1 * 6 = 6.", "= 1 * 6 * " + " * ".join(["999999999"] * 50) + " = 6."), "exceeds 256 bits"),
+        # the verifier gives the same reason for the same term: one parser reads both
+        (_with_link("= 1 * 6 = 6.", "= 1 * (6 = 6."), r"cannot read '1 \* \(6' as an equation \(it ends too early\)"),
+    ],
+)
+def test_pathological_links_raise_an_extraction_error(answer, message):
+    with pytest.raises(ExtractionError, match=message):
+        extract_problem(EXAMPLE1_QUESTION, answer)
+
+
+def test_long_answer_lines_are_scanned_in_linear_time():
+    # 50,000 "x = " with no chain end: the lazy regex took minutes on this line; runs read it once
+    noise = "- " + "x = " * 50_000 + ".x"
+    answer = _replace(EXAMPLE1_VANILLA, "Thus, the answer is 32.", noise + "\nThus, the answer is 32.")
+    assert extract_problem(EXAMPLE1_QUESTION, answer).answer == 32
+    product = _with_link("= 1 * 6 = 6.", "= 1 * 6" + " * 1" * 20_000 + " = 6.")  # a 20,000-deep Product tree
+    assert extract_problem(EXAMPLE1_QUESTION, product).answer == 32

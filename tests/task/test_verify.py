@@ -300,6 +300,25 @@ def test_huge_lines_numbers_and_repetitions_give_errors_not_exceptions():
     assert "exceeds 256 bits" in _errors(_answer("- So a = " + " * ".join(["999999999"] * 40) + ".", "1"))
 
 
+def test_long_products_are_evaluated_without_recursion():
+    # one term of 20,000 factors is a 20,000-deep product tree; evaluation walks it in a loop
+    product = " * ".join(["1"] * 20_000)
+    for modulus in (None, 23):
+        assert check_cot(_answer(f"- So a = {product}.", "1"), modulus=modulus).ok
+    assert "exceeds 256 bits" in _errors(_answer("- So a = " + " * ".join(["7"] * 20_000) + ".", "1"))
+
+
+@pytest.mark.parametrize("formula", ["-6 + a", "(-6) + a", "a * -1 + -5"])
+def test_negative_literals_in_a_formula(formula):
+    # a signed literal in the formula is a number, not a variable (the token-level check once raised KeyError)
+    value = {"-6 + a": -5, "(-6) + a": -5, "a * -1 + -5": -6}[formula]
+    numeric = formula.replace("a", "1")
+    result = check_cot(_answer(f"- So a = 1. Then b = {formula} = {numeric} = {value}.", str(value)))
+    assert result.ok, result.errors
+    wrong = check_cot(_answer(f"- So a = 1. Then b = {formula} = {numeric.replace('1', '2')} = {value}.", str(value)))
+    assert any("with the values substituted" in error for error in wrong.errors)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=st.sampled_from(list("=() +-*.\n0123456789aZ{}\\boxed<>/thinkanswer")), max_size=300))
 def test_any_text_gives_a_verdict(body):
@@ -496,11 +515,19 @@ def test_random_chains_pass_and_a_single_digit_slip_in_a_middle_link_fails(modul
 
 
 # ---------------------------------------------------------------------------------------------- imports
+def _imported_modules(module) -> set[str]:
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return imported | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+
+
 def test_module_imports_no_torch_and_only_the_standard_library():
     code = "import sys; import bridge_pl.task.verify; assert 'torch' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "ok"
-    tree = ast.parse(Path(verify.__file__).read_text(encoding="utf-8"))
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert {name.split(".")[0] for name in imported} <= set(sys.stdlib_module_names) | {"__future__"}
+    # The one project module the verifier reads equations with must itself import only the standard library.
+    from bridge_pl.task import expression
+
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    assert {name.split(".")[0] for name in _imported_modules(verify) - {"bridge_pl.task.expression"}} <= stdlib
+    assert {name.split(".")[0] for name in _imported_modules(expression)} <= stdlib

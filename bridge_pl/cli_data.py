@@ -22,7 +22,7 @@ __all__ = ["SPLIT_NAMES", "add_data_commands"]
 SPLIT_NAMES = (
     *("sft", "rl_train", "rl_val", "test_id", "test_ood"),
     *("tiny_sft", "tiny_rl_train", "tiny_rl_val", "tiny_test_id", "tiny_test_ood"),
-)  # bridge_pl.task.presets.SPLITS (a test checks), listed so that `import bridge_pl.cli` imports nothing
+)  # bridge_pl.task.presets.SPLITS (a test checks), listed so that importing the CLI loads no preset table
 FLAG_METAVARS = {"zero_answer_drop": "P", "exploration": "P", "redundant_attempt": "P", "analysis_level": "K"}
 MAX_LISTED_FAILURES = 20
 
@@ -118,11 +118,17 @@ def _generate(args: argparse.Namespace) -> int:
     from bridge_pl.data.pipeline import generate_dataset, generation_plan
     from bridge_pl.task.generator import GeneratorConfig
 
-    plan = generation_plan(
-        split=args.split, size=args.size, seed=args.seed, style=args.style, augmentation=args.augment,
-        copies=args.copies, behaviors=args.behaviors, generator_overrides=given_fields(args, GeneratorConfig),
-        behavior_overrides=given_fields(args, BehaviorConfig),
-    )  # fmt: skip
+    workers = [f"--workers {args.workers}: need at least 1"] if args.workers < 1 else []
+    try:
+        plan = generation_plan(
+            split=args.split, size=args.size, seed=args.seed, style=args.style, augmentation=args.augment,
+            copies=args.copies, behaviors=args.behaviors, generator_overrides=given_fields(args, GeneratorConfig),
+            behavior_overrides=given_fields(args, BehaviorConfig),
+        )  # fmt: skip
+    except ValueError as err:  # one message listing every problem, --workers included
+        raise ValueError("\n  ".join([str(err), *workers])) from err
+    if workers:
+        raise ValueError("invalid options:\n  " + workers[0])
     with _progress_bar("problems", args.quiet) as progress:
         written = generate_dataset(
             args.out, plan, workers=args.workers, fmt=args.format, overwrite=args.overwrite, progress=progress

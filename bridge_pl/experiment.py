@@ -2,7 +2,7 @@
 
 For every method (vanilla, BRIDGE, PP-Aug, RC-Aug, behavior ablations) and seed::
 
-    data      the method's SFT set (bridge data generate); RL, validation and test sets are shared
+    data      the method's SFT set (`bridge_pl.data.pipeline`, in-process); RL, validation and test sets are shared
     sft       bridge fit --config <sft config>        -> <out>/<method>/seed_<s>/sft_model
     sft_eval  bridge eval on the test sets             -> .../sft_eval/eval.json
     probe     rollout-accuracy histogram and per-step influence of the SFT model  -> .../probe.json
@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -118,7 +118,7 @@ class ExperimentConfig:
     """Extra `bridge fit` arguments of every GRPO run."""
     eval_max_new_tokens: int = 320
     """Longest greedy answer in evaluation."""
-    eval_engine: str = "hf"
+    eval_engine: Literal["hf", "vllm"] = "hf"
     """Rollout engine of evaluation and probes (hf or vllm)."""
     eval_limit: int | None = None
     """Evaluate the first N problems of each test set only (None: all; quick runs)."""
@@ -145,6 +145,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
         )
     if not config.methods:
         raise ValueError(f"{path}: methods is empty")
+    if config.eval_engine not in ("hf", "vllm"):
+        raise ValueError(f"{path}: eval_engine={config.eval_engine!r}: choose hf or vllm")
     for name, method in config.methods.items():  # a bad style, preset or override fails now, not hours in
         try:
             method.plan(config.sft_split)

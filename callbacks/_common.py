@@ -84,6 +84,11 @@ def log_figure(trainer: L.Trainer, tag: str, make_figure, step: int, png: Path) 
 
 
 def probe_sampling(pl_module: L.LightningModule, temperature: float, max_new_tokens: int | None) -> SamplingConfig:
-    """The GRPO rollouts' sampling settings at a probe's own temperature (and length, if it sets one)."""
+    """A probe's sampling: the GRPO rollouts' stop strings and length (unless it sets one), its own temperature.
+
+    Probes sample the full tempered distribution (no top-p or top-k), whatever the rollouts truncate to: the
+    rollout accuracy they measure is that of the policy itself.
+    """
     rollout = pl_module.rollout.sampling
-    return replace(rollout, temperature=temperature, max_new_tokens=max_new_tokens or rollout.max_new_tokens)
+    length = max_new_tokens or rollout.max_new_tokens
+    return replace(rollout, temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=length)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ class GreedyEvalCallback(L.Callback):
     scored by `bridge_pl.evaluation.evaluate_prompts`, the evaluator of ``bridge eval`` and GRPO validation. Logs
     ``eval/accuracy``, ``eval/accuracy_op_<n>`` (one per operation count) and ``eval/completion_length``, prints
     ``greedy accuracy on <path>: X.X% (n/N)`` after fit, and writes ``<log dir>/greedy_eval.json`` (the split
-    report of ``bridge eval``'s eval.json, plus the step). Under DDP each rank decodes a share of the prompts.
+    report of ``bridge eval``'s eval.json, plus ``step`` and ``correct``). Under DDP each rank decodes an equal share.
     It only observes: the engine puts the model back in train mode and restores the random state, so training is
     the same without it.
 
@@ -105,10 +106,13 @@ class GreedyEvalCallback(L.Callback):
         engine = HFEngine(batch_size=self.batch_size)
         engine.bind(pl_module.model, pl_module.tokenizer, str(getattr(pl_module, "model_path", "")))
         greedy = SamplingConfig(temperature=0.0, max_new_tokens=self.max_new_tokens)
+        start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):  # greedy draws nothing, but stay certain training is unchanged
             rows = evaluate_prompts(engine, _shard(self._prompts, trainer), greedy, batch_size=self.batch_size)
-        rows = sorted(_gather(trainer, rows), key=lambda row: row["index"])
-        self.results = {"step": trainer.global_step, **summarize(self.prompts_path, rows)}
+        rows = list({row["index"]: row for row in _gather(trainer, rows)}.values())  # padded shares repeat a few
+        rows.sort(key=lambda row: row["index"])
+        seconds = time.perf_counter() - start
+        self.results = {"step": trainer.global_step, **summarize(self.prompts_path, rows, seconds=seconds)}
         self.results["correct"] = sum(row["correct"] for row in rows)
         self._metrics = split_metrics(rows, "eval")
         self._log(trainer)
@@ -127,9 +131,16 @@ class GreedyEvalCallback(L.Callback):
 
 
 def _shard(prompts: PromptSet, trainer: L.Trainer) -> PromptSet:
-    """This rank's share of the prompts (every world_size-th one)."""
+    """This rank's share of the prompts: every world_size-th one, padded so that every rank gets as many.
+
+    Equal shares make equal generate calls: the HF engine decodes in lockstep over a process group (synced_gpus,
+    the shared prefill), so a rank with one batch fewer would leave the others waiting. The padding wraps around to
+    the first prompts (as DistributedSampler does); the gathered rows are deduplicated by index.
+    """
     rank, world = trainer.global_rank, trainer.world_size
-    pick = lambda values: values[rank::world]  # noqa: E731
+    share = -(-len(prompts) // world)
+    picked = [(rank + world * k) % len(prompts) for k in range(share)]
+    pick = lambda values: [values[i] for i in picked]  # noqa: E731
     fields = (prompts.prompt_ids, prompts.ground_truth, prompts.num_ops, prompts.index)
     return PromptSet(prompts.path, *(pick(values) for values in fields))
 

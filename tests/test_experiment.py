@@ -104,6 +104,21 @@ def test_bad_experiment_configs_are_refused(tmp_path):
     assert bridge_main(["experiment", "run", "--config", str(path), "--methods", "bridge"]) == 2
 
 
+def test_method_overrides_reach_the_plan_and_bad_ones_fail_at_load(tmp_path, capsys):
+    from bridge_pl.experiment import MethodConfig
+
+    method = MethodConfig(style="bridge", behaviors="full", behavior_overrides={"exploration": 0.3},
+                          generator_overrides={"max_op": 3})  # fmt: skip
+    plan = method.plan("tiny_sft")
+    assert plan.style.behaviors.exploration == 0.3 and plan.generator.max_op == 3
+    path = tmp_path / "bad.yaml"
+    methods = {"v": {"style": "bridge", "behavior_overrides": {"exploration": 2.0}}}
+    path.write_text(yaml.safe_dump({"out_dir": str(tmp_path / "o"), "sft_config": "a", "grpo_config": "b",
+                                    "methods": methods}))  # fmt: skip
+    assert bridge_main(["experiment", "run", "--config", str(path)]) == 2
+    assert "methods.v:" in capsys.readouterr().err and not (tmp_path / "o").exists()  # refused before any work
+
+
 def test_the_pipeline_is_reproducible_from_the_seed(tmp_path):
     reports = []
     for name in ("a", "b"):

@@ -1,7 +1,8 @@
 """The text the project tokenizer's BPE is trained on: generated questions and answers of every style.
 
 It lives in the data layer because it renders answers with behavior injection (`bridge_pl.augment`); the
-tokenizer (`bridge_pl.models.tokenizer`) takes it as an argument and never imports the augmentation itself.
+tokenizer (`bridge_pl.models.tokenizer`) takes it as an argument and reaches the augmentation only through this
+module (its default corpus).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ module shifts them) and `IGNORE_INDEX` (-100) wherever a token carries no loss.
 
 from __future__ import annotations
 
-import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,7 +31,7 @@ __all__ = [
     "fit_to_length",
     "load_chat_tokenizer",
     "load_tokenizer",
-    "model_dir",
+    "require_model_dir",
     "pad_left",
     "pad_right",
 ]
@@ -43,13 +43,15 @@ Truncation = Literal["error", "drop", "truncate"]
 
 
 def _rank_zero(log: Callable[[str], Any], message: str) -> None:
-    """Log `message` on global rank 0 only: Lightning sets the rank when a run imports it; without it, one process."""
+    """Log `message` on global rank 0 only: Lightning's rank once a run has imported it, else the launcher's RANK."""
     if getattr(rank_zero_only, "rank", None) is not None:
         log(message)
+    elif int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) != 0:
+        return
     elif log is rank_zero_warn:
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, stacklevel=3)  # points at the caller of the function that warns
     else:
-        logging.getLogger(__name__).info(message)
+        print(message, file=sys.stderr)  # no Lightning logger configured: a plain notice
 
 
 # ------------------------------------------------------------------------------------------------ tokenizers
@@ -63,10 +65,12 @@ def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) 
     Raises:
         FileNotFoundError: `path` is not a directory with a config.json.
     """
-    return AutoTokenizer.from_pretrained(model_dir(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(
+        require_model_dir(path), local_files_only=True, trust_remote_code=trust_remote_code
+    )
 
 
-def model_dir(path: str | os.PathLike) -> Path:
+def require_model_dir(path: str | os.PathLike) -> Path:
     """`path` as a directory holding config.json, or an error naming it and the way to make one."""
     directory = Path(path).expanduser()
     if not directory.is_dir():

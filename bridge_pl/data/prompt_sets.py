@@ -1,7 +1,7 @@
 """Prompt sets: the first rows of a dataset (query, final_answer) rendered and tokenized as RL prompts.
 
 What evaluation, the probes of the analysis and the callbacks read; a `PromptSet` is plain lists, so any rollout
-engine can sample it. Imports no torch training stack and no Lightning.
+engine can sample it. Imports transformers (through `encoding`) but no Lightning.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from bridge_pl.data.encoding import load_tokenizer, model_dir
+from bridge_pl.data.encoding import load_tokenizer, require_model_dir
 from bridge_pl.models.tokenizer import build_tokenizer
 
 __all__ = [
@@ -209,7 +209,7 @@ def load_model(
     Raises:
         FileNotFoundError: `path` is not a directory with a config.json.
     """
-    directory = model_dir(path)
+    directory = require_model_dir(path)
     model = AutoModelForCausalLM.from_pretrained(
         directory,
         local_files_only=True,

@@ -74,7 +74,7 @@ class RolloutConfig:
 
     num_generations: int = 8
     """Completions per prompt (N, the group size)."""
-    sampling: SamplingConfig = SamplingConfig()  # noqa: RUF009 (frozen: a shared default is safe)
+    sampling: SamplingConfig = SamplingConfig()  # frozen: a shared default is safe
     """Temperature, top-p/k, longest completion (the paper: 2560) and stop strings of the rollouts; the training
     log-probs use the same temperature."""
     format_reward_scale: float = 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -15,7 +16,7 @@ from bridge_pl.data.prompt_sets import PromptSet, load_prompt_set
 from bridge_pl.evaluation import evaluate_prompts
 from bridge_pl.modules import OptimizerConfig, SFTModule
 from bridge_pl.rollout import HFEngine, SamplingConfig
-from callbacks.greedy_eval import GreedyEvalCallback
+from callbacks.greedy_eval import GreedyEvalCallback, _shard
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -73,6 +74,14 @@ def test_scores_logs_and_writes_results_without_changing_training(tmp_path, mode
     assert json.loads(written.read_text())["problems"] == 5
 
 
+@pytest.mark.parametrize(("size", "world"), [(5, 2), (65, 2), (3, 4), (7, 3)])
+def test_every_rank_gets_an_equal_share_and_together_all_prompts(size, world):
+    prompts = PromptSet("p", [[i] for i in range(size)], [str(i) for i in range(size)], [1] * size)
+    shares = [_shard(prompts, SimpleNamespace(global_rank=r, world_size=world)) for r in range(world)]
+    assert len({len(s) for s in shares}) == 1  # the same number of generate calls on every rank (lockstep)
+    assert {i for s in shares for i in s.index} == set(range(size))
+
+
 def test_greedy_completions_stop_after_the_answer_tag(model_dir, prompts):
     module = SFTModule(str(model_dir))
     module.configure_model()
@@ -80,6 +89,7 @@ def test_greedy_completions_stop_after_the_answer_tag(model_dir, prompts):
     engine.bind(module.model.eval(), module.tokenizer, str(model_dir))
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=12)
     both = load_prompt_set(str(prompts), module.tokenizer, limit=2)
+    assert len(both.prompt_ids[0]) != len(both.prompt_ids[1])  # so the batched call left-pads one of them
     first = evaluate_prompts(engine, both, greedy, batch_size=2)
     alone = PromptSet(both.path, both.prompt_ids[:1], both.ground_truth[:1], both.num_ops[:1])
     again = evaluate_prompts(engine, alone, greedy, batch_size=1)

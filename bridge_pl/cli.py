@@ -126,14 +126,15 @@ def _eval(args: argparse.Namespace) -> int:
             )
     if args.samples < 1 or args.max_new_tokens < 1 or args.batch_size < 1:
         raise ValueError("--samples, --max-new-tokens and --batch-size must be >= 1")
-    from bridge_pl.evaluation import evaluate, markdown_table, write_report
+    from bridge_pl.evaluation import ensure_writable, evaluate, markdown_table, write_report
 
+    out_dir = ensure_writable(args.out or args.model / "eval")  # before the model loads: results must not be lost
     results = evaluate(
         str(args.model), datasets, engine_kind=args.engine, max_new_tokens=args.max_new_tokens, samples=args.samples,
         temperature=args.temperature, batch_size=args.batch_size, limit=args.limit, seed=args.seed, dtype=args.dtype,
     )  # fmt: skip
-    out = write_report(results, args.out or args.model / "eval")
-    print(markdown_table(results), end="")
+    print(markdown_table(results), end="", flush=True)  # the table first, so a failed write loses nothing shown
+    out = write_report(results, out_dir)
     print(f"written to {out}/eval.json and {out}/eval.md")
     return 0
 
@@ -152,6 +153,7 @@ def _add_experiment(commands) -> None:
         )
     run.add_argument("--methods", help="comma-separated subset of the config's methods")
     run.add_argument("--seeds", help="comma-separated subset of the config's seeds")
+    run.add_argument("--force", action="store_true", help="redo stages made with other settings (and all after them)")
     run.set_defaults(handler=_experiment_run)
     report.set_defaults(handler=_experiment_report)
 
@@ -165,7 +167,7 @@ def _experiment_run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--methods {','.join(unknown)}: not in {args.config} (methods: {', '.join(config.methods)})")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    run_experiment(config, methods, seeds)
+    run_experiment(config, methods, seeds, force=args.force)
     print(f"report: {Path(config.out_dir) / 'report.md'}")
     print((Path(config.out_dir) / "report.md").read_text(encoding="utf-8"), end="")
     return 0

@@ -204,6 +204,9 @@ def _verify(args: argparse.Namespace) -> int:
     print(f"rows: {report.rows}\nreward mean: {report.reward_mean:.4f}\nchecker failures: {len(report.failures)}")
     if report.failures:
         _print_listed([f"  row {number}: " + "; ".join(errors[:3]) for number, errors in report.failures])
+    if report.notes:
+        print(f"notes ({len(report.notes)} rows whose question could not be re-read, so their answer is unchecked):")
+        _print_listed([f"  row {number}: {note}" for number, note in report.notes])
     return 1 if report.failures else 0
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "evaluate",
     "evaluate_prompts",
     "evaluate_split",
+    "ensure_writable",
     "markdown_table",
     "pass_at_k",
     "split_metrics",
@@ -226,10 +227,41 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write ``eval.json`` and ``eval.md`` into `out_dir`; returns the directory."""
+def ensure_writable(out_dir: str | Path) -> Path:
+    """Create `out_dir` if needed and prove it writable with a probe file, before any expensive work.
+
+    Args:
+        out_dir: The directory reports will be written to.
+
+    Returns:
+        The directory as a Path.
+
+    Raises:
+        ValueError: Naming the path and the fix, when it cannot be created or written.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    (out / "eval.md").write_text(markdown_table(results), encoding="utf-8")
+    probe = out / ".bridge-write-probe"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(
+            f"output directory {out} is not writable ({err.strerror or err}); pass a writable --out directory"
+        ) from err
+    return out
+
+
+def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write ``eval.json`` and ``eval.md`` into `out_dir`; returns the directory.
+
+    Raises:
+        ValueError: Naming the path and the fix, when the directory cannot be created or written.
+    """
+    out = ensure_writable(out_dir)
+    try:
+        (out / "eval.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        (out / "eval.md").write_text(markdown_table(results), encoding="utf-8")
+    except OSError as err:
+        raise ValueError(f"cannot write the report into {out} ({err.strerror or err}); pass a writable --out") from err
     return out

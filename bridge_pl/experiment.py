@@ -19,9 +19,12 @@ histograms side by side, per-step influence by alpha bin, and the GRPO reward cu
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -169,9 +172,10 @@ def _build(cls, values: dict[str, Any], key: str):
 class Runner:
     """Runs the stages of one experiment, skipping those whose outputs exist."""
 
-    def __init__(self, config: ExperimentConfig, log=print) -> None:
-        self.config, self.log = config, log
+    def __init__(self, config: ExperimentConfig, log=print, force: bool = False) -> None:
+        self.config, self.log, self.force = config, log, force
         self.out = Path(config.out_dir)
+        self.fingerprints: dict[str, str] = {}  # output path -> fingerprint of the settings that made it
 
     def run(self, methods: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
         """Every stage of every (method, seed); returns the report."""
@@ -191,12 +195,16 @@ class Runner:
     def base_model(self, seed: int) -> Path:
         """The starting model of a seed: the configured directory, or a fresh tiny model initialised with the seed."""
         if self.config.base_model:
-            return Path(self.config.base_model)
+            path = Path(self.config.base_model)
+            self.fingerprints[str(path)] = _fingerprint({"base_model": str(path)})
+            return path
         path = self.out / "base_models" / f"seed_{seed}"
-        if not (path / "config.json").is_file():
+        settings = {"preset": self.config.base_preset, "seed": seed}
+        if not self._finished("base model", path, path / ".stage.json", settings):
             from bridge_pl.models.model_io import init_model_dir  # torch: only here
 
             init_model_dir(path, preset=self.config.base_preset, seed=seed)
+            self._mark("base model", path / ".stage.json", settings)
         return path
 
     def run_method(self, method: str, seed: int, base: Path) -> None:
@@ -206,7 +214,14 @@ class Runner:
         self._generate(data, self.config.methods[method].plan(self.config.sft_split))
         sft_model, rft_model = run / "sft_model", run / "rft_model"
         tb = self.out / "tb"
-        if not (sft_model / "config.json").is_file():
+        sft_settings = {
+            "data": self._fp(data),
+            "base_model": self._fp(base),
+            "seed": seed,
+            "sft_config": _file_digest(self.config.sft_config),
+            "sft_args": list(self.config.sft_args),
+        }
+        if not self._finished("sft", sft_model, sft_model / ".stage.json", sft_settings):
             self._stage(method, seed, "sft")
             self._fit([
                 "--config", self.config.sft_config, "--seed_everything", str(seed),
@@ -215,9 +230,18 @@ class Runner:
                 "--trainer.logger.init_args.name", f"{method}_seed{seed}", "--trainer.logger.init_args.version", "sft",
                 *self.config.sft_args,
             ])  # fmt: skip
+            self._mark("sft", sft_model / ".stage.json", sft_settings)
         self._evaluate(method, seed, "sft_eval", sft_model)
         self._probe(method, seed, sft_model)
-        if not (rft_model / "config.json").is_file():
+        grpo_settings = {
+            "sft_model": self._fp(sft_model),
+            "rl_train": self._fp(self.out / "data" / "rl_train"),
+            "rl_val": self._fp(self.out / "data" / "rl_val"),
+            "seed": seed,
+            "grpo_config": _file_digest(self.config.grpo_config),
+            "grpo_args": list(self.config.grpo_args),
+        }
+        if not self._finished("grpo", rft_model, rft_model / ".stage.json", grpo_settings):
             self._stage(method, seed, "grpo")
             self._fit([
                 "--config", self.config.grpo_config, "--seed_everything", str(seed),
@@ -229,11 +253,19 @@ class Runner:
                 "--trainer.logger.init_args.name", f"{method}_seed{seed}", "--trainer.logger.init_args.version", "grpo",
                 *self.config.grpo_args,
             ])  # fmt: skip
+            self._mark("grpo", rft_model / ".stage.json", grpo_settings)
         self._evaluate(method, seed, "rft_eval", rft_model)
 
     def _evaluate(self, method: str, seed: int, stage: str, model: Path) -> None:
         out = self.out / method / f"seed_{seed}" / stage
-        if (out / "eval.json").is_file():
+        settings = {
+            "model": self._fp(model),
+            "engine": self.config.eval_engine,
+            "limit": self.config.eval_limit,
+            "max_new_tokens": self.config.eval_max_new_tokens,
+            "test_sets": {name: self._fp(self.out / "data" / name) for name in self.config.test_sets},
+        }
+        if self._finished(stage, out, out / ".stage.json", settings):
             return
         self._stage(method, seed, stage)
         argv = ["eval", "--model", str(model), "--out", str(out), "--engine", self.config.eval_engine,
@@ -243,10 +275,21 @@ class Runner:
         if self.config.eval_limit:
             argv += ["--limit", str(self.config.eval_limit)]
         self._bridge(argv)
+        self._mark(stage, out / ".stage.json", settings)
 
     def _probe(self, method: str, seed: int, model: Path) -> None:
         out = self.out / method / f"seed_{seed}" / "probe.json"
-        if out.is_file():
+        probe = self.config.probe
+        settings = {
+            "model": self._fp(model),
+            "probe": dataclasses.asdict(probe),
+            "seed": seed,
+            "engine": self.config.eval_engine,
+            "prompts": self._fp(self.out / "data" / probe.prompts),
+            "targets": self._fp(self.out / "data" / probe.targets),
+        }
+        marker = out.parent / ".probe.stage.json"
+        if self._finished("probe", out, marker, settings):
             return
         self._stage(method, seed, "probe")
         from bridge_pl.analysis.measure import probe_model  # torch: only here
@@ -258,12 +301,49 @@ class Runner:
             influence=probe.influence, seed=seed, engine_kind=self.config.eval_engine,
         )  # fmt: skip
         out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        self._mark("probe", marker, settings)
 
     # --------------------------------------------------------------------------------------- helpers
     def _generate(self, path: Path, plan: GenerationPlan) -> None:
-        if (path / "dataset_config.json").is_file():
+        settings = {"plan": dataclasses.asdict(plan)}
+        if self._finished(f"data set {path.name}", path, path / ".stage.json", settings):
             return
         generate_dataset(path, plan, overwrite=True)
+        self._mark(f"data set {path.name}", path / ".stage.json", settings)
+
+    def _fp(self, path: Path) -> str:
+        return self.fingerprints[str(path)]
+
+    def _finished(self, stage: str, output: Path, marker: Path, settings: dict[str, Any]) -> bool:
+        """Whether `output` was made by exactly these settings; stale outputs raise (or, with force, are removed)."""
+        fingerprint = _fingerprint(settings)
+        self.fingerprints[str(output)] = fingerprint
+        if marker.is_file():
+            recorded = json.loads(marker.read_text(encoding="utf-8"))
+            if recorded.get("fingerprint") == fingerprint:
+                return True
+            if not self.force:
+                changes = "; ".join(
+                    f"{key}: {old!r} -> {new!r}" for key, (old, new) in _differences(recorded.get("settings", {}),
+                                                                                      settings).items()
+                )  # fmt: skip
+                raise ValueError(
+                    f"stage {stage} in {output} was made with other settings ({changes}). Rerun with "
+                    "`bridge experiment run --force` to redo it and everything after it, or choose a new out_dir."
+                )
+        # no marker (interrupted) or stale with force: the old output goes before it is redone
+        if output.is_dir():
+            shutil.rmtree(output)
+        elif output.exists():
+            output.unlink()
+        marker.unlink(missing_ok=True)
+        return False
+
+    def _mark(self, stage: str, marker: Path, settings: dict[str, Any]) -> None:
+        """Written after the outputs, so a stage cut short has no marker and is redone."""
+        record = {"stage": stage, "fingerprint": _fingerprint(settings), "settings": settings}
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
 
     def _stage(self, method: str, seed: int, stage: str) -> None:
         self.log(f"[experiment] {time.strftime('%H:%M:%S')} {method} seed {seed}: {stage}")
@@ -280,9 +360,30 @@ class Runner:
             raise RuntimeError(f"`bridge {' '.join(argv)}` failed (exit {result.returncode}):\n{tail}")
 
 
-def run_experiment(config: ExperimentConfig, methods=None, seeds=None, log=print) -> dict[str, Any]:
-    """Run (or continue) an experiment and build its report."""
-    return Runner(config, log).run(methods, seeds)
+def run_experiment(config: ExperimentConfig, methods=None, seeds=None, log=print, force=False) -> dict[str, Any]:
+    """Run (or continue) an experiment and build its report; `force` redoes stages made with other settings."""
+    return Runner(config, log, force).run(methods, seeds)
+
+
+def _fingerprint(settings: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a stage's settings."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _differences(old: Any, new: Any, key: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (old, new) of every setting that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found: dict[str, tuple[Any, Any]] = {}
+        for name in sorted(set(old) | set(new)):
+            found |= _differences(old.get(name), new.get(name), f"{key}.{name}" if key else name)
+        return found
+    old, new = json.loads(json.dumps(old, default=str)), json.loads(json.dumps(new, default=str))
+    return {} if old == new else {key or "settings": (old, new)}
 
 
 # ------------------------------------------------------------------------------------------------ report

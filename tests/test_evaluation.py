@@ -65,3 +65,29 @@ def test_bridge_eval_writes_the_report(model_dir, prompts, tmp_path, capsys):
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["splits"]["id"]["problems"] == 5 and (tmp_path / "eval.md").is_file()
     assert bridge_main(["eval", "--model", str(model_dir), "--data", str(tmp_path / "missing")]) == 2
+
+
+def test_bridge_eval_rejects_an_unwritable_out_before_loading_the_model(prompts, tmp_path, capsys, monkeypatch):
+    # Tests run as root, whom chmod does not stop; a directory under a regular file cannot be created by anyone.
+    (tmp_path / "file.txt").write_text("not a directory\n")
+    out = tmp_path / "file.txt" / "out"
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr("bridge_pl.evaluation.bound_engine", no_engine)
+    argv = ["eval", "--model", str(tmp_path / "model"), "--data", f"id={prompts}", "--out", str(out)]
+    assert bridge_main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and str(out) in lines[0] and "--out" in lines[0], captured.err
+    assert not captured.out
+
+
+def test_write_report_names_an_unwritable_directory(tmp_path):
+    from bridge_pl.evaluation import ensure_writable, write_report
+
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="file.txt/out.*--out"):
+        write_report({"splits": {}}, tmp_path / "file.txt" / "out")
+    assert ensure_writable(tmp_path / "new" / "dir").is_dir() and not any((tmp_path / "new" / "dir").iterdir())

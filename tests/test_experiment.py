@@ -131,3 +131,95 @@ def test_the_pipeline_is_reproducible_from_the_seed(tmp_path):
         reports.append(([{k: [r["predicted"] for r in s["rows"]] for k, s in e.items()} for e in evals],
                         probe["histogram"]["alphas"], probe["influence"]["total"]))  # fmt: skip
     assert reports[0] == reports[1]
+
+
+# ------------------------------------------------------------------------------------------------ stale stages
+@pytest.fixture
+def fake_stages(monkeypatch):
+    """Replace training, evaluation, probing and model init by writers of fake outputs; returns the stage log."""
+    import bridge_pl.analysis.measure as measure
+    import bridge_pl.models.model_io as model_io
+    from bridge_pl.experiment import Runner
+
+    done: list[str] = []
+
+    def fit(self, args):
+        out = Path(args[args.index("--model.init_args.hf_output_dir") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text("{}")
+        done.append(out.name)
+
+    def bridge(self, argv):
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        splits = {name: {"accuracy": 0.5} for name in self.config.test_sets}
+        (out / "eval.json").write_text(json.dumps({"splits": splits}))
+        done.append(out.name)
+
+    def probe_model(*args, **kwargs):
+        done.append("probe")
+        return {"histogram": {"informative_mass": 0.5, "mean_sqrt_var": 0.1, "alphas": []}}
+
+    def init_model_dir(path, **kwargs):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "config.json").write_text("{}")
+        done.append("base")
+
+    monkeypatch.setattr(Runner, "_fit", fit)
+    monkeypatch.setattr(Runner, "_bridge", bridge)
+    monkeypatch.setattr(measure, "probe_model", probe_model)
+    monkeypatch.setattr(model_io, "init_model_dir", init_model_dir)
+    return done
+
+
+def _fake_config(tmp_path: Path, **changes):
+    import dataclasses
+
+    config = load_config(micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path))
+    return dataclasses.replace(config, **changes)
+
+
+def test_rerun_with_same_config_skips_every_stage(tmp_path, fake_stages):
+    from bridge_pl.experiment import run_experiment
+
+    config = _fake_config(tmp_path)
+    run_experiment(config, log=lambda _: None)
+    assert fake_stages == ["base", "sft_model", "sft_eval", "probe", "rft_model", "rft_eval"]
+    fake_stages.clear()
+    run_experiment(config, log=lambda _: None)
+    assert fake_stages == []
+
+
+def test_changed_method_refuses_then_force_redoes_it_and_downstream(tmp_path, fake_stages):
+    import dataclasses
+
+    from bridge_pl.experiment import run_experiment
+
+    config = _fake_config(tmp_path)
+    run_experiment(config, log=lambda _: None)
+    fake_stages.clear()
+    name, method = next(iter(config.methods.items()))
+    style = "bridge" if method.style == "plain" else "plain"
+    changed = dataclasses.replace(config, methods={name: dataclasses.replace(method, style=style)})
+    with pytest.raises(ValueError, match=r"style.*--force") as err:
+        run_experiment(changed, log=lambda _: None)
+    assert f"sft_{name}" in str(err.value) and fake_stages == []
+    run_experiment(changed, log=lambda _: None, force=True)
+    assert fake_stages == ["sft_model", "sft_eval", "probe", "rft_model", "rft_eval"]  # the base model is kept
+    fake_stages.clear()
+    run_experiment(changed, log=lambda _: None)
+    assert fake_stages == []
+
+
+def test_stage_without_marker_is_redone(tmp_path, fake_stages):
+    from bridge_pl.experiment import run_experiment
+
+    config = _fake_config(tmp_path)
+    run_experiment(config, log=lambda _: None)
+    fake_stages.clear()
+    run = tmp_path / "out" / next(iter(config.methods)) / "seed_0"
+    (run / "rft_model" / ".stage.json").unlink()  # as if GRPO had been cut short while saving
+    (run / "rft_model" / "model.safetensors").write_text("trunc")
+    run_experiment(config, log=lambda _: None)
+    assert fake_stages == ["rft_model"]  # same settings: the finished evaluation after it stays
+    assert not (run / "rft_model" / "model.safetensors").exists()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from bridge_pl.data.records import (
     StyleKind,
     augment_rows,
     generate_rows,
+    row_problem,
 )
 from bridge_pl.data.stats import dataset_stats
 from bridge_pl.task.generator import GeneratorConfig
@@ -370,6 +371,8 @@ class VerifyReport:
     rows: int
     reward_mean: float
     failures: list[tuple[int, list[str]]]
+    notes: list[tuple[int, str]] = field(default_factory=list)
+    """(0-based row number, why) of every text-only row whose question could not be re-parsed to recheck its answer."""
 
 
 def verify_dataset(path: PathLike, *, modulus: int | None = None) -> VerifyReport:
@@ -377,17 +380,44 @@ def verify_dataset(path: PathLike, *, modulus: int | None = None) -> VerifyRepor
     modulus = modulus if modulus is not None else _config_modulus(read_dataset_config(path))
     rows = rewards = 0
     failures: list[tuple[int, list[str]]] = []
+    notes: list[tuple[int, str]] = []
     for number, row in enumerate(iter_dataset(path, required=("query", "response", "final_answer"))):
         rows += 1
         reward = strict_match_reward(row["response"], row["final_answer"])
         rewards += reward
         check = check_cot(row["response"], expected_answer=row["final_answer"], modulus=modulus)
         errors = list(check.errors)
+        question_error = _question_answer_error(row, modulus, notes, number)
+        if question_error:
+            errors.append(question_error)
         if reward < 1 and not errors:
             errors.append(f"the boxed answer does not match final_answer {row['final_answer']}")
         if errors or not check.ok:
             failures.append((number, errors or ["the checker rejected the answer"]))
-    return VerifyReport(rows, rewards / rows if rows else 0.0, failures)
+    return VerifyReport(rows, rewards / rows if rows else 0.0, failures, notes)
+
+
+def _question_answer_error(
+    row: dict[str, Any], modulus: int | None, notes: list[tuple[int, str]], number: int
+) -> str | None:
+    """Why final_answer is not the answer of the row's own question (its `dag`, else its re-parsed text), or None.
+
+    A consistently edited response and final_answer pass every other check; only the question catches them.
+    A text-only row whose question cannot be re-parsed gets a note in `notes`, not a failure.
+    """
+    # The question alone: the response under test must not shape the problem it is checked against.
+    unlabelled = {key: value for key, value in row.items() if key not in ("final_answer", "num_ops", "response")}
+    try:
+        problem = row_problem(unlabelled, modulus=modulus)
+    except ValueError as err:
+        if row.get("dag"):
+            return f"cannot read the row's dag to recheck final_answer: {err}"
+        notes.append((number, f"question not re-parsed, final_answer unchecked against it: {err}"))
+        return None
+    if str(problem.answer) != str(row["final_answer"]):
+        source = "dag" if row.get("dag") else "question"
+        return f"final_answer {row['final_answer']} is wrong for the row's {source}: expected {problem.answer}"
+    return None
 
 
 def describe_dataset(path: PathLike) -> dict[str, Any]:

@@ -246,6 +246,9 @@ class GRPOModule(L.LightningModule):
         sampling_seed: Seed of the rollouts' sampling and of the mini-batch shuffles.
         save_hf_every_n_steps: Also write the policy to ``<hf_output_dir>/step_<n>`` every n optimizer steps.
         hf_output_dir: Where the final policy is written (default: ``<log dir>/hf_model``).
+        max_nonfinite_skips: Optimizer steps with a non-finite loss or gradient norm to skip (gradients dropped,
+            neither optimizer nor scheduler stepped) before the run stops with an error; 0 stops at the first.
+            Skips are logged as ``train/nonfinite_skipped`` (cumulative).
 
     Example:
         ``bridge fit --config configs/grpo/tiny.yaml --model.init_args.rollout.num_generations 16``
@@ -269,11 +272,13 @@ class GRPOModule(L.LightningModule):
         sampling_seed: int = 0,
         save_hf_every_n_steps: int | None = None,
         hf_output_dir: str | None = None,
+        max_nonfinite_skips: int = 0,
     ) -> None:
         super().__init__()
         _validate_args(
-            model_path, ref_model_path, lora, rollout, loss, update, optimizer, scheduler, save_hf_every_n_steps
-        )
+            model_path, ref_model_path, lora, rollout, loss, update, optimizer, scheduler, save_hf_every_n_steps,
+            max_nonfinite_skips,
+        )  # fmt: skip
         self.save_hyperparameters(ignore=["engine"])
         self.automatic_optimization = False
         self.model_path, self.ref_model_path = model_path, ref_model_path
@@ -291,6 +296,8 @@ class GRPOModule(L.LightningModule):
         self.rollout_step = 0  # rollout batches done (saved in checkpoints)
         self.last_rollout: RolloutRecord | None = None
         self._eval_rows: list[dict[str, Any]] = []
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self.nonfinite_skipped = 0
 
     # ------------------------------------------------------------------------------------------- model
     def _load_policy(self, gradient_checkpointing: bool) -> torch.nn.Module:
@@ -454,12 +461,15 @@ class GRPOModule(L.LightningModule):
             for key, value in micro_stats.items():
                 stats[key] = stats.get(key, 0) + value
         grad_norm = total_grad_norm(self.model, self._trainer).detach()  # before clipping
-        if self.update.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.update.max_grad_norm, gradient_clip_algorithm="norm")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        self.lr_schedulers().step()
-        self.engine.mark_stale()
+        if _check_finite(self, stats["loss"], grad_norm):
+            if self.update.max_grad_norm is not None:
+                self.clip_gradients(
+                    optimizer, gradient_clip_val=self.update.max_grad_norm, gradient_clip_algorithm="norm"
+                )
+            optimizer.step()
+            self.lr_schedulers().step()
+            self.engine.mark_stale()
+        optimizer.zero_grad(set_to_none=True)  # a skipped step drops its gradients
         tokens = stats.pop("tokens").clamp(min=1)
         loss = stats.pop("loss")
         return {"loss": loss, "grad_norm": grad_norm} | {key: value / tokens for key, value in stats.items()}
@@ -663,6 +673,7 @@ class GRPOModule(L.LightningModule):
 
     def save_hf(self, out_dir: str | Path) -> Path:
         """Write the policy (LoRA merged) and tokenizer to `out_dir`; collective under FSDP2, rank 0 writes."""
+        _refuse_nonfinite_weights(self.model, out_dir)
         return save_hf_model(
             self.model, self.tokenizer, out_dir, self._trainer, rebuild=lambda: self._load_policy(False)
         )
@@ -691,6 +702,39 @@ def _unpadded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[lis
     return [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
 
 
+def _check_finite(module: Any, loss: torch.Tensor | None, grad_norm: torch.Tensor) -> bool:
+    """Whether this optimizer step may run; counts and logs a skip, or raises past `max_nonfinite_skips`."""
+    values = {"loss": loss, "grad norm": grad_norm}
+    bad = [(name, float(v)) for name, v in values.items() if v is not None and not torch.isfinite(v.detach()).all()]
+    if not bad:
+        return True
+    step = module.trainer.global_step + 1 if module._trainer is not None else 0
+    if module.nonfinite_skipped < module.max_nonfinite_skips:
+        module.nonfinite_skipped += 1
+        module.log("train/nonfinite_skipped", float(module.nonfinite_skipped))
+        return False
+    found = ", ".join(f"{name} = {value}" for name, value in bad)
+    raise FloatingPointError(
+        f"non-finite {found} at optimizer step {step} ({module.nonfinite_skipped} non-finite steps skipped of "
+        f"{KEY}.max_nonfinite_skips={module.max_nonfinite_skips}); the weights were not updated by this step and no "
+        "model is exported. Usual causes: a learning rate too high, fp16/bf16 precision overflow, bad data. Resume "
+        "from the last checkpoint with a lower lr, fp32 or bf16-mixed precision, gradient clipping, or allow skips "
+        f"with {KEY}.max_nonfinite_skips"
+    )
+
+
+def _refuse_nonfinite_weights(model: torch.nn.Module | None, out_dir: str | Path) -> None:
+    """Raise instead of exporting a model with a NaN or infinite parameter."""
+    if model is None:
+        return
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
+    if bad:
+        raise FloatingPointError(
+            f"refusing to write {out_dir}: {len(bad)} parameters hold NaN/inf values (first: {bad[0]}); "
+            "the training diverged (learning rate too high, fp16/bf16 precision, bad data)"
+        )
+
+
 def _check_strategy(trainer: L.Trainer | None) -> None:
     """Refuse strategies under which several backward passes per step break (FSDP1, DDP)."""
     if trainer is None:
@@ -704,7 +748,9 @@ def _check_strategy(trainer: L.Trainer | None) -> None:
         )
 
 
-def _validate_args(model_path, ref_model_path, lora, rollout, loss, update, optimizer, scheduler, save_every) -> None:
+def _validate_args(
+    model_path, ref_model_path, lora, rollout, loss, update, optimizer, scheduler, save_every, max_nonfinite_skips=0
+) -> None:
     """Raise one ValueError listing every invalid argument by its YAML key, before any model is loaded."""
     issues = model_path_errors(model_path, f"{KEY}.model_path")
     if ref_model_path is not None:
@@ -719,5 +765,7 @@ def _validate_args(model_path, ref_model_path, lora, rollout, loss, update, opti
     issues += optimizer.config_errors(f"{KEY}.optimizer") + scheduler.config_errors(f"{KEY}.scheduler")
     if save_every is not None and save_every < 1:
         issues.append(f"{KEY}.save_hf_every_n_steps={save_every}: must be >= 1 (or null for no saves)")
+    if max_nonfinite_skips < 0:
+        issues.append(f"{KEY}.max_nonfinite_skips={max_nonfinite_skips}: must be >= 0 (0 stops at the first)")
     if issues:
         raise ValueError("invalid GRPO configuration:\n  " + "\n  ".join(issues))

@@ -65,6 +65,9 @@ class SFTModule(L.LightningModule):
         scheduler: Learning-rate schedule per optimizer step (default constant, no warm-up).
         save_hf_every_n_steps: Also write the model to ``<hf_output_dir>/step_<n>`` every n optimizer steps.
         hf_output_dir: Where the final model is written (default: ``<log dir>/hf_model``).
+        max_nonfinite_skips: Optimizer steps with a non-finite loss or gradient norm to skip (gradients dropped,
+            no optimizer update) before the run stops with an error; 0 stops at the first. Skips are logged as
+            ``train/nonfinite_skipped`` (cumulative).
 
     Example:
         ``bridge fit --config configs/sft/tiny.yaml --model.init_args.optimizer.lr 3e-4``
@@ -82,9 +85,10 @@ class SFTModule(L.LightningModule):
         scheduler: SchedulerConfig = SchedulerConfig(),  # noqa: B008
         save_hf_every_n_steps: int | None = None,
         hf_output_dir: str | None = None,
+        max_nonfinite_skips: int = 0,
     ) -> None:
         super().__init__()
-        _validate_args(model_path, lora, optimizer, scheduler, save_hf_every_n_steps)
+        _validate_args(model_path, lora, optimizer, scheduler, save_hf_every_n_steps, max_nonfinite_skips)
         self.save_hyperparameters()
         # Read the arguments from these attributes, not self.hparams: under LightningCLI hparams hold the parsed
         # config (plain dicts), so that checkpoints reload with SFTModule.load_from_checkpoint.
@@ -103,6 +107,8 @@ class SFTModule(L.LightningModule):
         self._clock: float | None = None  # wall time of the previous training batch end
         self._val_sums: list[torch.Tensor] = []  # (loss sum, label count) per validation batch
         self._last_hf_step = -1
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self.nonfinite_skipped = 0
 
     # ------------------------------------------------------------------------------------------- model
     def _load_policy(self, gradient_checkpointing: bool) -> torch.nn.Module:
@@ -189,6 +195,19 @@ class SFTModule(L.LightningModule):
         scheduler = build_scheduler(optimizer, self.scheduler_config, total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Run forward/backward, then step only on a finite loss and gradient norm (else skip or stop).
+
+        Zeroing gradients is not a skip: AdamW would still move its moments and take a decayed step, so the
+        closure runs here first and ``optimizer.step`` is not called for a non-finite step.
+        """
+        loss = optimizer_closure()
+        grad_norm = total_grad_norm(self.model, self._trainer)
+        if _check_finite(self, loss, grad_norm):
+            optimizer.step(closure=lambda: loss)  # the gradients exist already: the closure only reports the loss
+        else:
+            optimizer.zero_grad(set_to_none=True)
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the total gradient norm before clipping (over all shards under FSDP)."""
         self.log("train/grad_norm", total_grad_norm(self.model, self._trainer))
@@ -243,6 +262,7 @@ class SFTModule(L.LightningModule):
 
         Every rank must call it (it may gather shards); only global rank 0 touches the disk.
         """
+        _refuse_nonfinite_weights(self.model, out_dir)
         return save_hf_model(
             self.model, self.tokenizer, out_dir, self._trainer, rebuild=lambda: self._load_policy(False)
         )
@@ -252,6 +272,39 @@ class SFTModule(L.LightningModule):
     def _loss_terms(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))
         return token_cross_entropy(logits, batch["labels"], batch.get("position_ids"))
+
+
+def _check_finite(module: Any, loss: torch.Tensor | None, grad_norm: torch.Tensor) -> bool:
+    """Whether this optimizer step may run; counts and logs a skip, or raises past `max_nonfinite_skips`."""
+    values = {"loss": loss, "grad norm": grad_norm}
+    bad = [(name, float(v)) for name, v in values.items() if v is not None and not torch.isfinite(v.detach()).all()]
+    if not bad:
+        return True
+    step = module.trainer.global_step + 1 if module._trainer is not None else 0
+    if module.nonfinite_skipped < module.max_nonfinite_skips:
+        module.nonfinite_skipped += 1
+        module.log("train/nonfinite_skipped", float(module.nonfinite_skipped))
+        return False
+    found = ", ".join(f"{name} = {value}" for name, value in bad)
+    raise FloatingPointError(
+        f"non-finite {found} at optimizer step {step} ({module.nonfinite_skipped} non-finite steps skipped of "
+        f"{KEY}.max_nonfinite_skips={module.max_nonfinite_skips}); the weights were not updated by this step and no "
+        "model is exported. Usual causes: a learning rate too high, fp16/bf16 precision overflow, bad data. Resume "
+        "from the last checkpoint with a lower lr, fp32 or bf16-mixed precision, gradient clipping, or allow skips "
+        f"with {KEY}.max_nonfinite_skips"
+    )
+
+
+def _refuse_nonfinite_weights(model: torch.nn.Module | None, out_dir: str | Path) -> None:
+    """Raise instead of exporting a model with a NaN or infinite parameter."""
+    if model is None:
+        return
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
+    if bad:
+        raise FloatingPointError(
+            f"refusing to write {out_dir}: {len(bad)} parameters hold NaN/inf values (first: {bad[0]}); "
+            "the training diverged (learning rate too high, fp16/bf16 precision, bad data)"
+        )
 
 
 def _varlen_kernel(model: torch.nn.Module) -> bool:
@@ -301,6 +354,7 @@ def _validate_args(
     optimizer: OptimizerConfig,
     scheduler: SchedulerConfig,
     save_hf_every_n_steps: int | None,
+    max_nonfinite_skips: int = 0,
 ) -> None:
     """Raise one ValueError listing every invalid argument by its YAML key, before any model is loaded."""
     issues = [*optimizer.config_errors(f"{KEY}.optimizer"), *scheduler.config_errors(f"{KEY}.scheduler")]
@@ -308,6 +362,8 @@ def _validate_args(
         issues += lora.config_errors(f"{KEY}.lora")
     if save_hf_every_n_steps is not None and save_hf_every_n_steps < 1:
         issues.append(f"{KEY}.save_hf_every_n_steps={save_hf_every_n_steps}: must be >= 1 (or null for no saves)")
+    if max_nonfinite_skips < 0:
+        issues.append(f"{KEY}.max_nonfinite_skips={max_nonfinite_skips}: must be >= 0 (0 stops at the first)")
     issues += model_path_errors(model_path, f"{KEY}.model_path")
     if issues:
         raise ValueError("invalid SFT configuration:\n  " + "\n  ".join(issues))

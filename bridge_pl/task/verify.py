@@ -49,8 +49,11 @@ __all__ = [
     "strict_match_reward",
 ]
 
-BOXED = re.compile(r"\\boxed\{([^}]*)\}")
-FORMAT = re.compile(r"^<think>.*?</think>\s*<answer>.*?</answer>$", re.DOTALL | re.MULTILINE)
+BOXED = re.compile(r"\\boxed\{([^}]*)\}")  # the paper's rule, as a pattern; scanned with str.find (`_boxes`)
+# The paper's format pattern, r"^<think>.*?</think>\s*<answer>.*?</answer>$" (DOTALL, MULTILINE), fully matched:
+# backtracking it over repeated tags is quadratic, so `format_ok` decides the same language with str.find.
+_WHITESPACE = re.compile(r"\s*")
+_BOX_OPEN = "\\boxed{"
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 # MAX_DEPTH, MAX_DIGITS and MAX_BITS, the limits every term is read under, are the parser's (`expression`).
 MAX_ERRORS = 50  # a degenerate completion can repeat one slip thousands of times
@@ -73,8 +76,22 @@ def extract_answer(text: str) -> str | None:
     Returns:
         The raw boxed text (no stripping, no nested-brace handling: the paper's rule), or None.
     """
-    match = BOXED.search(text)
-    return None if match is None else match.group(1)
+    first = next(_boxes(text), None)
+    return None if first is None else first[1]
+
+
+def _boxes(text: str):
+    """Yield (start, content) of each non-overlapping ``\\boxed{...}`` in order, like ``BOXED.finditer``.
+
+    Linear: once no "}" follows a box opening, none follows any later one either, so the scan stops.
+    """
+    position = 0
+    while (start := text.find(_BOX_OPEN, position)) >= 0:
+        close = text.find("}", start + len(_BOX_OPEN))
+        if close < 0:
+            return
+        yield start, text[start + len(_BOX_OPEN) : close]
+        position = close + 1
 
 
 def strict_match_reward(completion: str, ground_truth: str | int) -> float:
@@ -100,7 +117,19 @@ def format_ok(completion: str, prompt_suffix: str = "<think>") -> bool:
     Returns:
         Whether the paper's format pattern matches the whole text (so even a trailing newline fails).
     """
-    return FORMAT.fullmatch(prompt_suffix + completion) is not None
+    text = prompt_suffix + completion
+    think, answer_close = len("<think>"), len(text) - len("</answer>")
+    if not (text.startswith("<think>") and text.endswith("</answer>")):
+        return False
+    # The earliest "</think>" followed by whitespace and "<answer>" leaves the most room for the answer body;
+    # whitespace runs after different "</think>"s are disjoint, so the whole scan is linear.
+    position = think
+    while (close := text.find("</think>", position)) >= 0:
+        after = _WHITESPACE.match(text, close + len("</think>")).end()
+        if text.startswith("<answer>", after):
+            return after + len("<answer>") <= answer_close
+        position = close + 1
+    return False
 
 
 def compute_reward(
@@ -233,23 +262,28 @@ def _frame_errors(response: str) -> tuple[list[str], tuple[str, int] | None, tup
 
 def _box_errors(response: str, positions: list[int], errors: list[str]) -> tuple[str, int] | None:
     """Append the box's problems to `errors` and return the first box as (text, line)."""
-    boxes = list(BOXED.finditer(response))
-    if not boxes:
+    boxes = _boxes(response)
+    first = next(boxes, None)
+    if first is None:
         errors.append("frame: no \\boxed{...} answer")
         return None
-    first = boxes[0]
-    line = _line_of(response, first.start())
-    for extra in boxes[1:]:
+    first_start, first_text = first
+    line = _line_of(response, first_start)
+    # Count newlines from the previous box on, so thousands of boxes stay linear in the text.
+    offset, extra_line = first_start, line
+    for extra_start, extra_text in boxes:
+        extra_line += response.count("\n", offset, extra_start)
+        offset = extra_start
         errors.append(
-            f"line {_line_of(response, extra.start())}: another \\boxed{{}} answer ({_quote(extra.group(1))}); "
-            f"the reward reads only the first ({_quote(first.group(1))}, line {line})"
+            f"line {extra_line}: another \\boxed{{}} answer ({_quote(extra_text)}); "
+            f"the reward reads only the first ({_quote(first_text)}, line {line})"
         )
-    if not _INTEGER.fullmatch(first.group(1)):
-        errors.append(f"line {line}: boxed answer {_quote(first.group(1))} is not an integer")
+    if not _INTEGER.fullmatch(first_text):
+        errors.append(f"line {line}: boxed answer {_quote(first_text)} is not an integer")
     answer_start, answer_end = positions[2], positions[3]
-    if 0 <= answer_start < answer_end and not answer_start < first.start() < answer_end:
+    if 0 <= answer_start < answer_end and not answer_start < first_start < answer_end:
         errors.append(f"line {line}: the boxed answer is outside <answer>...</answer>")
-    return first.group(1), line
+    return first_text, line
 
 
 # ----------------------------------------------------------------------------------------- the chains

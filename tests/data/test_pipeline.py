@@ -163,3 +163,18 @@ def test_the_pipeline_imports_no_heavy_stack():
     heavy = "{'torch', 'lightning', 'transformers'}"
     code = f"import sys, bridge_pl.data.pipeline; print(sorted({heavy} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+@pytest.mark.parametrize("with_dag", [True, False])
+def test_verify_catches_an_answer_wrong_for_its_question(tmp_path, tiny, with_dag):
+    rows = read_dataset(tiny)
+    other = next(i for i, row in enumerate(rows) if str(row["final_answer"]) != str(rows[4]["final_answer"]))
+    # Another question's response and final_answer agree with each other: only the question can catch them.
+    rows[4]["response"], rows[4]["final_answer"] = rows[other]["response"], rows[other]["final_answer"]
+    if not with_dag:
+        rows = [{key: value for key, value in row.items() if key != "dag"} for row in rows]
+    (tmp_path / "swapped.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = verify_dataset(tmp_path / "swapped.jsonl", modulus=23)
+    assert report.reward_mean == 1.0 and [number for number, _ in report.failures] == [4], report
+    expected = read_dataset(tiny)[4]["final_answer"]
+    assert any(f"expected {expected}" in error for error in report.failures[0][1]), report.failures

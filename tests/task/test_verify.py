@@ -2,6 +2,7 @@
 
 import ast
 import doctest
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -531,3 +532,46 @@ def test_module_imports_no_torch_and_only_the_standard_library():
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
     assert {name.split(".")[0] for name in _imported_modules(verify) - {"bridge_pl.task.expression"}} <= stdlib
     assert {name.split(".")[0] for name in _imported_modules(expression)} <= stdlib
+
+
+# ------------------------------------------------------------------------------------------ linear scans
+# The paper's format pattern as a regex: the reference `format_ok` must agree with on every input.
+_FORMAT_REGEX = re.compile(r"^<think>.*?</think>\s*<answer>.*?</answer>$", re.DOTALL | re.MULTILINE)
+_PIECES = ["<think>", "</think>", "<answer>", "</answer>", "\\boxed{", "}", " ", "\n", "\t", "x", "7"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=10), st.sampled_from(["<think>", ""]))
+def test_linear_scans_agree_with_the_paper_regexes(pieces, prompt_suffix):
+    text = "".join(pieces)
+    assert format_ok(text, prompt_suffix) == (_FORMAT_REGEX.fullmatch(prompt_suffix + text) is not None)
+    match = verify.BOXED.search(text)
+    assert extract_answer(text) == (None if match is None else match.group(1))
+    assert list(verify._boxes(text)) == [(m.start(), m.group(1)) for m in verify.BOXED.finditer(text)]
+
+
+# Each input is 1 MB; a quadratic scan takes minutes on any of them (the old format regex: 229 s on the first).
+_ADVERSARIAL = {
+    "repeated_tags": "'</think><answer>' * 65536",
+    "unclosed_boxes": "'\\\\boxed{' * 150000",
+    "many_boxes": "'\\\\boxed{1}\\n' * 100000",
+    "equals_line": "'<think>A = ' + '= ' * 500000 + '.</think><answer>\\\\boxed{1}</answer>'",
+    "equals_run": "'<think>' + '=' * 1000000 + '. </think><answer>\\\\boxed{1}</answer>'",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ADVERSARIAL))
+def test_every_scan_is_linear_on_adversarial_megabyte_inputs(name):
+    # Bounded by a generous subprocess timeout, not by timing: the linear scans finish in well under a second.
+    code = (
+        "from bridge_pl.task.verify import check_cot, extract_answer, format_ok, strict_match_reward\n"
+        f"text = {_ADVERSARIAL[name]}\n"
+        "assert len(text) >= 1_000_000\n"
+        "format_ok(text); format_ok(text, ''); extract_answer(text); strict_match_reward(text, 1)\n"
+        "check = check_cot(text, expected_answer=1, modulus=23)\n"
+        "assert len(check.errors) <= 50\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"

@@ -43,9 +43,11 @@ from bridge_pl.modules.parallel import fully_shard_decoder
 from bridge_pl.modules.policy import (
     LoraConfig,
     data_chat_template,
+    finite_step,
     hf_output_dir,
     load_policy,
     model_path_errors,
+    refuse_nonfinite_weights,
     save_hf_model,
     total_grad_norm,
 )
@@ -461,7 +463,12 @@ class GRPOModule(L.LightningModule):
             for key, value in micro_stats.items():
                 stats[key] = stats.get(key, 0) + value
         grad_norm = total_grad_norm(self.model, self._trainer).detach()  # before clipping
-        if _check_finite(self, stats["loss"], grad_norm):
+        step = self.trainer.global_step + 1 if self._trainer is not None else 0
+        skipped, bound = self.nonfinite_skipped, self.max_nonfinite_skips
+        if not finite_step(stats["loss"], grad_norm, step=step, skipped=skipped, max_skips=bound):
+            self.nonfinite_skipped += 1
+            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped))
+        else:
             if self.update.max_grad_norm is not None:
                 self.clip_gradients(
                     optimizer, gradient_clip_val=self.update.max_grad_norm, gradient_clip_algorithm="norm"
@@ -673,7 +680,7 @@ class GRPOModule(L.LightningModule):
 
     def save_hf(self, out_dir: str | Path) -> Path:
         """Write the policy (LoRA merged) and tokenizer to `out_dir`; collective under FSDP2, rank 0 writes."""
-        _refuse_nonfinite_weights(self.model, out_dir)
+        refuse_nonfinite_weights(self.model, out_dir)
         return save_hf_model(
             self.model, self.tokenizer, out_dir, self._trainer, rebuild=lambda: self._load_policy(False)
         )
@@ -700,39 +707,6 @@ def _group_order(seqs: _Sequences, rows: torch.Tensor) -> torch.Tensor:
 def _unpadded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
     """The real tokens of each row of a padded batch."""
     return [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
-
-
-def _check_finite(module: Any, loss: torch.Tensor | None, grad_norm: torch.Tensor) -> bool:
-    """Whether this optimizer step may run; counts and logs a skip, or raises past `max_nonfinite_skips`."""
-    values = {"loss": loss, "grad norm": grad_norm}
-    bad = [(name, float(v)) for name, v in values.items() if v is not None and not torch.isfinite(v.detach()).all()]
-    if not bad:
-        return True
-    step = module.trainer.global_step + 1 if module._trainer is not None else 0
-    if module.nonfinite_skipped < module.max_nonfinite_skips:
-        module.nonfinite_skipped += 1
-        module.log("train/nonfinite_skipped", float(module.nonfinite_skipped))
-        return False
-    found = ", ".join(f"{name} = {value}" for name, value in bad)
-    raise FloatingPointError(
-        f"non-finite {found} at optimizer step {step} ({module.nonfinite_skipped} non-finite steps skipped of "
-        f"{KEY}.max_nonfinite_skips={module.max_nonfinite_skips}); the weights were not updated by this step and no "
-        "model is exported. Usual causes: a learning rate too high, fp16/bf16 precision overflow, bad data. Resume "
-        "from the last checkpoint with a lower lr, fp32 or bf16-mixed precision, gradient clipping, or allow skips "
-        f"with {KEY}.max_nonfinite_skips"
-    )
-
-
-def _refuse_nonfinite_weights(model: torch.nn.Module | None, out_dir: str | Path) -> None:
-    """Raise instead of exporting a model with a NaN or infinite parameter."""
-    if model is None:
-        return
-    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
-    if bad:
-        raise FloatingPointError(
-            f"refusing to write {out_dir}: {len(bad)} parameters hold NaN/inf values (first: {bad[0]}); "
-            "the training diverged (learning rate too high, fp16/bf16 precision, bad data)"
-        )
 
 
 def _check_strategy(trainer: L.Trainer | None) -> None:

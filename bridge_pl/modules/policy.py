@@ -23,11 +23,13 @@ from bridge_pl.models.model_io import LORA_TARGET_MODULES, apply_lora, load_mode
 __all__ = [
     "LoraConfig",
     "data_chat_template",
+    "finite_step",
     "full_state_dict",
     "hf_output_dir",
     "is_sharded",
     "load_policy",
     "model_path_errors",
+    "refuse_nonfinite_weights",
     "save_hf_model",
     "total_grad_norm",
 ]
@@ -159,6 +161,37 @@ def save_hf_model(
         trainer.strategy.barrier("save_hf")
     rank_zero_info(f"saved the Hugging Face model to {out}")
     return out
+
+
+def finite_step(loss: torch.Tensor | None, grad_norm: torch.Tensor, *, step: int, skipped: int, max_skips: int) -> bool:
+    """Whether an optimizer step may run: False for a non-finite loss or gradient norm while fewer than `max_skips`
+    steps were skipped, and a FloatingPointError naming the step, the values and the usual causes past that."""
+    values = {"loss": loss, "grad norm": grad_norm}
+    bad = [(name, float(v)) for name, v in values.items() if v is not None and not torch.isfinite(v.detach()).all()]
+    if not bad:
+        return True
+    if skipped < max_skips:
+        return False
+    found = ", ".join(f"{name} = {value}" for name, value in bad)
+    raise FloatingPointError(
+        f"non-finite {found} at optimizer step {step} ({skipped} non-finite steps skipped of "
+        f"model.init_args.max_nonfinite_skips={max_skips}); the weights were not updated by this step and no "
+        "model is exported. Usual causes: a learning rate too high, fp16/bf16 precision overflow, bad data. Resume "
+        "from the last checkpoint with a lower lr, fp32 or bf16-mixed precision, gradient clipping, or allow skips "
+        "with model.init_args.max_nonfinite_skips"
+    )
+
+
+def refuse_nonfinite_weights(model: torch.nn.Module | None, out_dir: str | Path) -> None:
+    """Raise instead of exporting a model with a NaN or infinite parameter."""
+    if model is None:
+        return
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
+    if bad:
+        raise FloatingPointError(
+            f"refusing to write {out_dir}: {len(bad)} parameters hold NaN/inf values (first: {bad[0]}); "
+            "the training diverged (learning rate too high, fp16/bf16 precision, bad data)"
+        )
 
 
 def total_grad_norm(model: torch.nn.Module, trainer: L.Trainer | None) -> torch.Tensor:

@@ -30,9 +30,11 @@ from bridge_pl.modules.parallel import fully_shard_decoder
 from bridge_pl.modules.policy import (
     LoraConfig,
     data_chat_template,
+    finite_step,
     hf_output_dir,
     load_policy,
     model_path_errors,
+    refuse_nonfinite_weights,
     save_hf_model,
     total_grad_norm,
 )
@@ -203,14 +205,14 @@ class SFTModule(L.LightningModule):
         """
         loss = optimizer_closure()
         grad_norm = total_grad_norm(self.model, self._trainer)
-        if _check_finite(self, loss, grad_norm):
+        step = self.trainer.global_step + 1 if self._trainer is not None else 0
+        if finite_step(loss, grad_norm, step=step, skipped=self.nonfinite_skipped, max_skips=self.max_nonfinite_skips):
+            self.log("train/grad_norm", grad_norm)  # before clipping (over all shards under FSDP)
             optimizer.step(closure=lambda: loss)  # the gradients exist already: the closure only reports the loss
         else:
+            self.nonfinite_skipped += 1
+            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped))
             optimizer.zero_grad(set_to_none=True)
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Log the total gradient norm before clipping (over all shards under FSDP)."""
-        self.log("train/grad_norm", total_grad_norm(self.model, self._trainer))
 
     def configure_gradient_clipping(
         self,
@@ -262,7 +264,7 @@ class SFTModule(L.LightningModule):
 
         Every rank must call it (it may gather shards); only global rank 0 touches the disk.
         """
-        _refuse_nonfinite_weights(self.model, out_dir)
+        refuse_nonfinite_weights(self.model, out_dir)
         return save_hf_model(
             self.model, self.tokenizer, out_dir, self._trainer, rebuild=lambda: self._load_policy(False)
         )
@@ -272,39 +274,6 @@ class SFTModule(L.LightningModule):
     def _loss_terms(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))
         return token_cross_entropy(logits, batch["labels"], batch.get("position_ids"))
-
-
-def _check_finite(module: Any, loss: torch.Tensor | None, grad_norm: torch.Tensor) -> bool:
-    """Whether this optimizer step may run; counts and logs a skip, or raises past `max_nonfinite_skips`."""
-    values = {"loss": loss, "grad norm": grad_norm}
-    bad = [(name, float(v)) for name, v in values.items() if v is not None and not torch.isfinite(v.detach()).all()]
-    if not bad:
-        return True
-    step = module.trainer.global_step + 1 if module._trainer is not None else 0
-    if module.nonfinite_skipped < module.max_nonfinite_skips:
-        module.nonfinite_skipped += 1
-        module.log("train/nonfinite_skipped", float(module.nonfinite_skipped))
-        return False
-    found = ", ".join(f"{name} = {value}" for name, value in bad)
-    raise FloatingPointError(
-        f"non-finite {found} at optimizer step {step} ({module.nonfinite_skipped} non-finite steps skipped of "
-        f"{KEY}.max_nonfinite_skips={module.max_nonfinite_skips}); the weights were not updated by this step and no "
-        "model is exported. Usual causes: a learning rate too high, fp16/bf16 precision overflow, bad data. Resume "
-        "from the last checkpoint with a lower lr, fp32 or bf16-mixed precision, gradient clipping, or allow skips "
-        f"with {KEY}.max_nonfinite_skips"
-    )
-
-
-def _refuse_nonfinite_weights(model: torch.nn.Module | None, out_dir: str | Path) -> None:
-    """Raise instead of exporting a model with a NaN or infinite parameter."""
-    if model is None:
-        return
-    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
-    if bad:
-        raise FloatingPointError(
-            f"refusing to write {out_dir}: {len(bad)} parameters hold NaN/inf values (first: {bad[0]}); "
-            "the training diverged (learning rate too high, fp16/bf16 precision, bad data)"
-        )
 
 
 def _varlen_kernel(model: torch.nn.Module) -> bool:

@@ -110,6 +110,9 @@ def _add_eval(commands) -> None:
     p.add_argument("--limit", type=int, help="first N questions of each set")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument(
+        "--trust-remote-code", action="store_true", help="run modelling code shipped in the model directory (auto_map)"
+    )
     p.add_argument("--out", type=Path, help="directory for eval.json and eval.md (default: <model>/eval)")
     p.set_defaults(handler=_eval)
 
@@ -126,12 +129,16 @@ def _eval(args: argparse.Namespace) -> int:
             )
     if args.samples < 1 or args.max_new_tokens < 1 or args.batch_size < 1:
         raise ValueError("--samples, --max-new-tokens and --batch-size must be >= 1")
+    from bridge_pl.data.encoding import check_model_dir
     from bridge_pl.evaluation import ensure_writable, evaluate, markdown_table, write_report
 
+    if args.out is None:  # the default --out lies inside the model directory: check it before creating <model>/eval
+        check_model_dir(args.model, trust_remote_code=args.trust_remote_code)
     out_dir = ensure_writable(args.out or args.model / "eval")  # before the model loads: results must not be lost
     results = evaluate(
         str(args.model), datasets, engine_kind=args.engine, max_new_tokens=args.max_new_tokens, samples=args.samples,
         temperature=args.temperature, batch_size=args.batch_size, limit=args.limit, seed=args.seed, dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
     print(markdown_table(results), end="", flush=True)  # the table first, so a failed write loses nothing shown
     out = write_report(results, out_dir)
@@ -198,8 +205,15 @@ def _add_model_init(commands) -> None:
 
 
 def _model_init(args: argparse.Namespace) -> int:
+    from bridge_pl.data.io import unwritable_dir
+
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; a model is saved as a directory")
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise ValueError(f"{args.out} is not empty; pass --overwrite to replace the model there")
+    blocked = unwritable_dir(args.out) or unwritable_dir(args.out.absolute().parent)  # the save renames in the parent
+    if blocked is not None:
+        raise ValueError(f"--out {args.out}: {blocked} is not writable; choose another --out or change its permissions")
     from bridge_pl.models.model_io import TINY_PRESETS, count_parameters, init_model_dir, load_model
 
     if args.preset not in TINY_PRESETS:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,7 @@ def _add_generate(commands) -> None:
     p.add_argument("--copies", type=int, help="rows per problem with --augment, the original included (default 4)")
     _add_output_flags(p)
     p.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
-    p.set_defaults(handler=_generate)
+    p.set_defaults(handler=_quiet_on_closed_stdout(_generate))
 
 
 def _add_behavior_flags(p: argparse.ArgumentParser) -> None:
@@ -92,24 +95,24 @@ def _add_augment(commands) -> None:
     p.add_argument("--modulus", type=int, help="arithmetic modulus of text-only rows (default: none)")
     _add_output_flags(p)
     p.add_argument("--allow-failures", action="store_true", help="exit 0 even if some rows failed")
-    p.set_defaults(handler=_augment)
+    p.set_defaults(handler=_quiet_on_closed_stdout(_augment))
 
 
 def _add_inspect(commands) -> None:
     p = commands.add_parser("stats", help="print a dataset's statistics as JSON")
     p.add_argument("path", type=Path, help="dataset directory or file")
     p.add_argument("--out", type=Path, help="also write the JSON to this file")
-    p.set_defaults(handler=_stats)
+    p.set_defaults(handler=_quiet_on_closed_stdout(_stats))
     p = commands.add_parser("verify", help="check every answer: reward against final_answer and the CoT checker")
     p.add_argument("path", type=Path, help="dataset directory or file")
     p.add_argument("--modulus", type=int, help="arithmetic modulus (default: the dataset config's, else none)")
-    p.set_defaults(handler=_verify)
+    p.set_defaults(handler=_quiet_on_closed_stdout(_verify))
     p = commands.add_parser("show", help="print one row")
     p.add_argument("path", type=Path, help="dataset directory or file")
     p.add_argument("--index", type=int, default=0, help="0-based row number (default 0)")
     p.add_argument("--dot", action="store_true", help="print the problem's DAG as Graphviz DOT instead")
     p.add_argument("--modulus", type=int, help="arithmetic modulus of text-only rows (for --dot)")
-    p.set_defaults(handler=_show)
+    p.set_defaults(handler=_quiet_on_closed_stdout(_show))
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -158,9 +161,37 @@ def _augment(args: argparse.Namespace) -> int:
         print(f"rewrote 0 of {report.rows} rows ({args.method}); no dataset written")
     if not report.failures:
         return 0
-    print(f"{len(report.failures)} row(s) failed (row numbers are 0-based; all in {report.failures_file}):")
-    _print_listed([f"  row {failure.row}: {failure.reason}" for failure in report.failures])
+    listed = [f"  row {failure.row}: {failure.reason}" for failure in report.failures]
+    if report.failures_file:
+        print(f"{len(report.failures)} row(s) failed (row numbers are 0-based; all in {report.failures_file}):")
+        _print_listed(listed)
+    else:  # nothing rewritten and --out holds an earlier dataset, left untouched: the list is only here
+        print(f"{len(report.failures)} row(s) failed (row numbers are 0-based; {args.out} left as it was):")
+        print("\n".join(listed))
     return 0 if args.allow_failures else 1
+
+
+def _quiet_on_closed_stdout(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """`handler`, ending quietly with status 141 (as killed by SIGPIPE) when stdout is a pipe closed early.
+
+    `bridge data stats DIR | head -1` closes the pipe while we print: Python's recipe is to flush inside the
+    handler, catch BrokenPipeError and point stdout at devnull, so that the flush at exit does not fail again.
+    """
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            status = handler(args)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's fake stdout)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            return 141
+        return status
+
+    return run
 
 
 @contextlib.contextmanager
@@ -190,10 +221,14 @@ def _stats(args: argparse.Namespace) -> int:
     from bridge_pl.data.pipeline import describe_dataset
 
     text = json.dumps(describe_dataset(args.path), indent=2)
+    if args.out:  # before printing: a closed stdout pipe must not cost the file
+        try:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+        except OSError as err:
+            problem = f"cannot write the statistics ({err.strerror or err})"
+            raise ValueError(f"--out {args.out}: {problem}; choose another path") from err
     print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
     return 0
 
 
@@ -207,6 +242,8 @@ def _verify(args: argparse.Namespace) -> int:
     if report.notes:
         print(f"notes ({len(report.notes)} rows whose question could not be re-read, so their answer is unchecked):")
         _print_listed([f"  row {number}: {note}" for number, note in report.notes])
+    if report.modulus_hint:
+        print(f"hint: {report.modulus_hint}")
     return 1 if report.failures else 0
 
 

@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bridge_pl.data.encoding import check_model_dir
 from bridge_pl.data.prompt_sets import PromptSet, load_prompt_set
 from bridge_pl.rollout.base import RolloutEngine, SamplingConfig
 from bridge_pl.rollout.factory import EngineKind, bound_engine
@@ -190,9 +191,17 @@ def evaluate(
     limit: int | None = None,
     seed: int = 0,
     dtype: str = "float32",
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a local Hugging Face model directory on named prompt sets (e.g. {"id": ..., "ood": ...})."""
-    engine, tokenizer, _ = bound_engine(model_dir, engine_kind, batch_size=batch_size, dtype=dtype)
+    """Evaluate a local Hugging Face model directory on named prompt sets (e.g. {"id": ..., "ood": ...}).
+
+    The directory is checked (config, weights, tokenizer, remote code) before anything loads; a bad one raises
+    a `ModelDirError` (a ValueError) that says what is missing and how to fix it.
+    """
+    check_model_dir(model_dir, trust_remote_code=trust_remote_code)
+    engine, tokenizer, _ = bound_engine(
+        model_dir, engine_kind, batch_size=batch_size, dtype=dtype, trust_remote_code=trust_remote_code
+    )
     splits = {
         name: evaluate_split(
             engine,

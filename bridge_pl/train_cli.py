@@ -18,6 +18,7 @@ is named in a warning.
 
 from __future__ import annotations
 
+import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -25,10 +26,18 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
+from bridge_pl.data.io import unwritable_dir
+from bridge_pl.modules.policy import RUN_ID_KEY, ExportRefused
+from callbacks.progress import PlainProgressBar, wants_plain_progress
+
 __all__ = ["BridgeCLI", "build_cli", "main"]
+
+CKPT_KEYWORDS = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
 
 
 class BridgeCLI(LightningCLI):
@@ -44,11 +53,32 @@ class BridgeCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as err:
-            print(f"bridge: error: {_root_cause(err)}", file=sys.stderr)
-            raise SystemExit(2) from err
+            _refuse(str(_root_cause(err)))
+        except MisconfigurationException as err:  # the trainer's: an accelerator, device count or strategy
+            _refuse(f"trainer: {err}{_device_hint(err)}")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> L.Trainer:
+        """The trainer, with plain progress lines instead of the bar when stderr is not a terminal (CI, nohup, a pipe).
+
+        `BRIDGE_PROGRESS` = plain / bar / auto chooses; a configured progress bar or ``enable_progress_bar: false``
+        is left as it is.
+        """
+        try:
+            plain = wants_plain_progress()
+        except ValueError as err:
+            _refuse(str(err))
+        configured = [*(config.get("callbacks") or []), *callbacks]
+        if (
+            plain
+            and config.get("enable_progress_bar") is not False
+            and not any(isinstance(c, ProgressBar) for c in configured)
+        ):
+            callbacks = [*callbacks, PlainProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:
-        """Read and check the training data before the trainer creates run directories."""
+        """Check where the run writes, then read and check the training data, before the trainer writes anything."""
+        self._check_outputs()
         self._check_data("fit")
 
     def before_validate(self) -> None:
@@ -58,6 +88,21 @@ class BridgeCLI(LightningCLI):
     def before_test(self) -> None:
         """Read and check the test data before the trainer creates run directories."""
         self._check_data("test")
+
+    def _check_outputs(self) -> None:
+        """Refuse a run whose log directory is not writable or whose export would replace what it may not."""
+        issues = []
+        for logger in self.trainer.loggers:
+            root = getattr(logger, "root_dir", None) or getattr(logger, "save_dir", None)
+            blocked = unwritable_dir(root) if root else None
+            if blocked is not None:
+                issues.append(f"trainer.logger: {blocked} is not writable (logs go to {root}); set "
+                              "trainer.logger.init_args.save_dir to a writable folder")  # fmt: skip
+        export_errors = getattr(self.model, "export_errors", None)
+        if callable(export_errors):
+            issues += export_errors(getattr(self, "_ckpt_run_id", None))
+        if issues:
+            _refuse("\n".join(issues))
 
     def _check_data(self, stage: str) -> None:
         """Set a bridge-pl data module up for `stage`; a data error exits with status 2, without a traceback.
@@ -82,13 +127,25 @@ class BridgeCLI(LightningCLI):
         """
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not (ckpt_path and Path(ckpt_path).is_file()):
+        if not ckpt_path or ckpt_path in CKPT_KEYWORDS:
             return
+        if not Path(ckpt_path).is_file():
+            _refuse(
+                f"--ckpt_path {ckpt_path}: no such checkpoint file; pass a .ckpt written by a run "
+                "(runs/<name>/version_<n>/checkpoints/last.ckpt resumes its latest step)"
+            )
         try:  # memory-mapped: only the hyper-parameters are read, not the weights and optimizer state
             checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True)
-        except Exception as err:  # noqa: BLE001 (a checkpoint written outside the CLI may hold objects)
+        except pickle.UnpicklingError as err:  # a checkpoint written outside the CLI may hold objects
             rank_zero_warn(f"--ckpt_path {ckpt_path}: its model settings could not be read ({err}); not compared")
             return
+        except Exception as err:  # noqa: BLE001 (torch raises RuntimeError, EOFError, OSError for a cut file)
+            reason = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+            _refuse(
+                f"--ckpt_path {ckpt_path}: not a readable checkpoint, probably cut short when its run was killed while "
+                f"saving ({reason}); resume from an earlier checkpoint of the same run"
+            )
+        self._ckpt_run_id = checkpoint.get(RUN_ID_KEY)
         saved = dict(checkpoint.get("hyper_parameters") or {})
         saved.pop("_instantiator", None)
         model = self.config[subcommand].get("model")
@@ -133,6 +190,20 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
 
 
+def _refuse(message: str) -> None:
+    """Report a refused run as `bridge: error:` lines on stderr and exit with status 2 (nothing was written)."""
+    print("\n".join(f"bridge: error: {line}" for line in message.splitlines()), file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _device_hint(err: Exception) -> str:
+    """How to fix a trainer error about a missing GPU ('' for other errors)."""
+    text = str(err).lower()
+    if ("gpu" in text or "cuda" in text) and not torch.cuda.is_available():
+        return " (this machine has no usable CUDA device: run with --trainer.accelerator cpu, or auto)"
+    return ""
+
+
 def _root_cause(err: BaseException) -> BaseException:
     """The innermost ValueError behind `err`: jsonargparse wraps a module's own message in union-type noise."""
     while isinstance(err.__cause__ or err.__context__, ValueError):
@@ -147,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: Command line after the program name, starting with the subcommand (``["fit", "--config", ...]``).
 
     Returns:
-        0 on success (and for ``--help`` / ``--print_config``), 2 for a configuration error.
+        0 on success (and for ``--help`` / ``--print_config``), 2 for a configuration error, a refused output
+        directory or a diverged run (non-finite loss or gradient norm).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     # `bridge fit ...` passes its own argv while sys.argv also holds it: not the mistake Lightning warns about.
@@ -156,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         build_cli(argv)
     except SystemExit as exit_:  # jsonargparse exits on --help, --print_config and bad configs
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    except (FloatingPointError, ExportRefused) as err:  # a diverged run or a refused export: the message says it all
+        print(f"bridge: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -13,10 +13,11 @@ for split in tiny_rl_train tiny_rl_val tiny_test_id tiny_test_ood; do
   bridge data generate --split "$split" --out "data/$split" --overwrite --quiet
 done
 bridge data verify data/tiny_sft_vanilla
-bridge fit --config configs/sft/tiny.yaml                 # -> runs/sft_tiny/hf_model
+# a re-run replaces the exports of the previous one (a run refuses to write over another run's model unless asked)
+bridge fit --config configs/sft/tiny.yaml --model.init_args.overwrite_output_dir true   # -> runs/sft_tiny/hf_model
 bridge eval --model runs/sft_tiny/hf_model --data id=data/tiny_test_id --data ood=data/tiny_test_ood \
   --limit 200 --max-new-tokens 320
-bridge fit --config configs/grpo/tiny.yaml                # -> runs/grpo_tiny/hf_model
+bridge fit --config configs/grpo/tiny.yaml --model.init_args.overwrite_output_dir true  # -> runs/grpo_tiny/hf_model
 bridge eval --model runs/grpo_tiny/hf_model --data id=data/tiny_test_id --data ood=data/tiny_test_ood \
   --limit 200 --max-new-tokens 320
 echo "done: tensorboard --logdir runs   (SFT: runs/sft_tiny, GRPO: runs/grpo_tiny; eval reports in runs/*/hf_model/eval)"

@@ -11,6 +11,7 @@ scoring around it are the real code.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,25 @@ from bridge_pl.rollout import Completion, RolloutEngine
 def model_dir(tmp_path_factory) -> Path:
     """A fresh tiny model directory (llama-1m, seed 0) for the test module."""
     return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path, monkeypatch) -> Path:
+    """A directory nothing may be written into: mode 0o555, and os.access denies it too when root runs the tests
+    (root ignores the mode bits, as in the CI container)."""
+    locked = tmp_path / "read_only"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+
+        def access(path, mode, *args, **kwargs):
+            inside = Path(path).absolute() == locked or locked in Path(path).absolute().parents
+            return False if inside and mode & os.W_OK else real(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+    yield locked
+    locked.chmod(0o755)
 
 
 ANSWER = "\nSo x = {v}.\n</think>\n<answer>\nThe final answer is \\boxed{{{v}}}.\n</answer>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,94 @@ def test_resume_keeps_the_settings_given_and_names_those_that_differ(tmp_path, m
     assert (tmp_path / "second" / "config.json").is_file()  # LightningCLI alone would have written to first/
     saved = yaml.safe_load((tmp_path / "runs" / "sft_tiny" / "version_1" / "config.yaml").read_text())
     assert saved["model"]["init_args"]["hf_output_dir"] == "second"
+
+
+# ------------------------------------------------------------------------------- refused runs, one line each
+def quick_fit(model_dir: Path, sft_dir: Path, *extra: str) -> list[str]:
+    """`bridge fit` argv of a 1-step tiny SFT run, without validation, plus `extra`."""
+    return ["fit", "--config", str(TINY), "--model.init_args.model_path", str(model_dir),
+            "--data.init_args.train_path", str(sft_dir), "--data.init_args.batch_size", "2",
+            "--trainer.val_check_interval", "null", "--trainer.limit_val_batches", "0",
+            "--trainer.max_steps", "1", *extra]  # fmt: skip
+
+
+def refused(capsys, argv: list[str], *expected: str) -> str:
+    """Run argv, check it exits 2 with one `bridge: error:` message holding `expected` and no traceback."""
+    capsys.readouterr()  # what earlier runs printed
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "\nbridge: error: " in f"\n{err}", err  # after the loaders' own progress
+    assert all(text in err for text in expected), err
+    return err
+
+
+def test_an_export_over_the_base_model_or_a_dataset_is_refused_before_any_run_dir(
+    tmp_path, model_dir, sft_dir, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(model_dir.iterdir())
+    refused(capsys, quick_fit(model_dir, sft_dir, "--model.init_args.hf_output_dir", str(model_dir)),
+            "is model.init_args.model_path", "overwrite_output_dir: true")  # fmt: skip
+    refused(capsys, quick_fit(model_dir, sft_dir, "--model.init_args.hf_output_dir", str(sft_dir)), "a dataset")
+    assert sorted(model_dir.iterdir()) == before
+    assert list(tmp_path.iterdir()) == []  # no run directory for a refused run
+
+
+def test_a_second_run_keeps_the_first_runs_export_unless_asked(tmp_path, model_dir, sft_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = quick_fit(model_dir, sft_dir, "--model.init_args.hf_output_dir", "hf")
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "hf" / "bridge_export.json").read_text())
+    ckpt = tmp_path / "runs" / "sft_tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    refused(capsys, argv, "already holds the model exported by another run", f"run id {first['run_id'][:8]}")
+    assert json.loads((tmp_path / "hf" / "bridge_export.json").read_text()) == first
+    assert main([*argv, "--ckpt_path", str(ckpt), "--trainer.max_steps", "2"]) == 0
+    resumed = json.loads((tmp_path / "hf" / "bridge_export.json").read_text())
+    assert resumed["run_id"] == first["run_id"] and resumed["step"] == 2  # the same run may replace its export
+    assert main([*argv, "--model.init_args.overwrite_output_dir", "true"]) == 0
+    assert json.loads((tmp_path / "hf" / "bridge_export.json").read_text())["run_id"] != first["run_id"]
+
+
+def test_a_missing_or_truncated_checkpoint_is_one_line_before_any_run_dir(
+    tmp_path, model_dir, sft_dir, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    refused(capsys, quick_fit(model_dir, sft_dir, "--ckpt_path", "nope.ckpt"), "--ckpt_path nope.ckpt: no such")
+    assert main(quick_fit(model_dir, sft_dir, "--model.init_args.hf_output_dir", "hf")) == 0
+    ckpt = tmp_path / "runs" / "sft_tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    refused(capsys, quick_fit(model_dir, sft_dir, "--ckpt_path", str(cut)), "not a readable checkpoint", "cut short")
+    assert sorted(p.name for p in (tmp_path / "runs" / "sft_tiny").iterdir()) == ["version_0"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_accelerator_without_a_gpu_is_one_line(tmp_path, model_dir, sft_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused(
+        capsys, quick_fit(model_dir, sft_dir, "--trainer.accelerator", "gpu"), "trainer:", "--trainer.accelerator cpu"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_log_directory_is_refused_before_the_work(read_only_dir, model_dir, sft_dir, capsys):
+    argv = quick_fit(model_dir, sft_dir, "--trainer.logger.init_args.save_dir", str(read_only_dir / "runs"))
+    refused(capsys, argv, f"{read_only_dir} is not writable", "trainer.logger.init_args.save_dir")
+
+
+def test_a_diverged_run_ends_with_one_line_and_exports_nothing(tmp_path, model_dir, sft_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = quick_fit(model_dir, sft_dir, "--model.init_args.hf_output_dir", "hf", "--model.init_args.optimizer.lr",
+                     "1e6", "--trainer.max_steps", "12", "--trainer.gradient_clip_val", "null")  # fmt: skip
+    refused(capsys, argv, "non-finite", "at optimizer step", "learning rate")
+    assert not (tmp_path / "hf" / "config.json").exists()
+
+
+def test_progress_is_plain_lines_when_the_output_is_not_a_terminal(tmp_path, model_dir, sft_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BRIDGE_PROGRESS", raising=False)
+    assert main(quick_fit(model_dir, sft_dir, "--trainer.max_steps", "2")) == 0  # capsys: stderr is no TTY
+    out = capsys.readouterr().out
+    assert "step 1/2 | loss " in out and "train done | step 2/2" in out and "\r" not in out
+    monkeypatch.setenv("BRIDGE_PROGRESS", "fancy")
+    refused(capsys, quick_fit(model_dir, sft_dir), "BRIDGE_PROGRESS='fancy'")

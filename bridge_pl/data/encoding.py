@@ -8,6 +8,7 @@ module shifts them) and `IGNORE_INDEX` (-100) wherever a token carries no loss.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -24,13 +25,19 @@ from bridge_pl.data.prompts import CHAT_TEMPLATES, ChatTemplate, format_conversa
 __all__ = [
     "IGNORE_INDEX",
     "MISSING_MODEL_HINT",
+    "TOKENIZER_FILES",
+    "WEIGHT_FILES",
     "LossOn",
+    "ModelDirError",
     "Truncation",
+    "check_length_fits_model",
+    "check_model_dir",
     "encode_conversations",
     "encode_prompts",
     "fit_to_length",
     "load_chat_tokenizer",
     "load_tokenizer",
+    "max_position_embeddings",
     "require_model_dir",
     "pad_left",
     "pad_right",
@@ -40,6 +47,27 @@ IGNORE_INDEX = -100  # label of a token without loss (torch cross_entropy's defa
 MISSING_MODEL_HINT = "run `bridge model init --out DIR` or pass a local Hugging Face model directory"
 LossOn = Literal["all", "answer"]
 Truncation = Literal["error", "drop", "truncate"]
+# What transformers' from_pretrained reads (sharded checkpoints through their index), in its order of preference.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+# A fast tokenizer's file, a sentencepiece model, or the vocabularies slow tokenizers convert from (*.tiktoken too).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+REMOTE_CODE_HINT = (
+    "set `model.init_args.trust_remote_code: true` in the YAML (bridge fit) or pass --trust-remote-code "
+    "(bridge eval), if you trust that code"
+)
+
+
+class ModelDirError(FileNotFoundError, ValueError):
+    """A model directory that cannot be loaded (missing, incomplete, or needing remote code); the message says the fix.
+
+    A FileNotFoundError for the callers that catch a missing directory, a ValueError for the command lines,
+    which report ValueErrors as one line of bad input.
+    """
 
 
 def _rank_zero(log: Callable[[str], Any], message: str) -> None:
@@ -63,21 +91,143 @@ def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) 
         trust_remote_code: Allow tokenizer code shipped inside the directory.
 
     Raises:
-        FileNotFoundError: `path` is not a directory with a config.json.
+        ModelDirError: `path` is not a directory with a config.json and tokenizer files (see `check_model_dir`).
     """
-    return AutoTokenizer.from_pretrained(
-        require_model_dir(path), local_files_only=True, trust_remote_code=trust_remote_code
-    )
+    directory = check_model_dir(path, weights=False, trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
 
 
 def require_model_dir(path: str | os.PathLike) -> Path:
     """`path` as a directory holding config.json, or an error naming it and the way to make one."""
+    return check_model_dir(path, weights=False, tokenizer=False)
+
+
+def check_model_dir(
+    path: str | os.PathLike, *, weights: bool = True, tokenizer: bool = True, trust_remote_code: bool = False
+) -> Path:
+    """`path` as a loadable local model directory, checked from its file names and config.json only (fast).
+
+    Args:
+        path: The model directory.
+        weights: Require weights (`WEIGHT_FILES`).
+        tokenizer: Require tokenizer files (`TOKENIZER_FILES` or a ``*.tiktoken`` file).
+        trust_remote_code: Whether modelling code shipped in the directory may run.
+
+    Returns:
+        The directory as a Path.
+
+    Raises:
+        ModelDirError: One line naming every problem and its fix: no such directory, no (valid) config.json, no
+            weights, no tokenizer, or a model type only the directory's own code knows without trust_remote_code.
+    """
     directory = Path(path).expanduser()
+    where = f"model directory {str(directory)!r}"
     if not directory.is_dir():
-        raise FileNotFoundError(f"model directory {str(directory)!r} does not exist: {MISSING_MODEL_HINT}")
+        raise ModelDirError(f"{where} does not exist: {MISSING_MODEL_HINT}")
     if not (directory / "config.json").is_file():
-        raise FileNotFoundError(f"model directory {str(directory)!r} holds no config.json: {MISSING_MODEL_HINT}")
+        raise ModelDirError(f"{where} holds no config.json: {MISSING_MODEL_HINT}")
+    config = _read_config(directory)
+    issues = []
+    if weights and not any((directory / name).is_file() for name in WEIGHT_FILES):
+        issues.append(_no_weights(directory))
+    if tokenizer and not _has_tokenizer_files(directory):
+        issues.append(
+            "holds no tokenizer (tokenizer.json, tokenizer.model or vocab files): copy the tokenizer of the model "
+            "it came from into it (`tokenizer.save_pretrained(DIR)`), or write a new model with the project "
+            "tokenizer with `bridge model init --out DIR`"
+        )
+    if not trust_remote_code and _needs_remote_code(config):
+        issues.append(
+            f"ships its own modelling code (config.json auto_map; model_type {config.get('model_type')!r} is "
+            f"unknown to transformers), which runs only with trust_remote_code: {REMOTE_CODE_HINT}"
+        )
+    if trust_remote_code and (missing := _missing_code_files(directory, config)):
+        issues.append(
+            f"lacks the modelling code its config.json auto_map names ({', '.join(missing)}): copy those files from "
+            "the model it came from into it (nothing is downloaded)"
+        )
+    if issues:
+        raise ModelDirError(f"{where} " + "; it ".join(issues))
     return directory
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    """The parsed config.json of a model directory, or a ModelDirError saying where it is broken."""
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelDirError(
+            f"{directory / 'config.json'} cannot be read as JSON ({err}); restore it from the model it came from"
+        ) from err
+    if not isinstance(config, dict):
+        raise ModelDirError(f"{directory / 'config.json'} is not a JSON object; restore it from the model it came from")
+    return config
+
+
+def _no_weights(directory: Path) -> str:
+    """The fix for a directory without weights: a LoRA adapter directory gets its own advice."""
+    what = f"holds no weights ({', '.join(WEIGHT_FILES)})"
+    if (directory / "adapter_config.json").is_file():
+        return f"{what}, only a LoRA adapter: merge it into its base model (peft merge_and_unload) and save_pretrained"
+    return (
+        f"{what}: point to the directory that save_pretrained wrote (e.g. runs/<run>/hf_model), copy the weights "
+        "into it, or write a new model with `bridge model init --out DIR`"
+    )
+
+
+def _has_tokenizer_files(directory: Path) -> bool:
+    """Whether a directory holds something a tokenizer can be built from (permissive: transformers decides)."""
+    return any(p.name in TOKENIZER_FILES or p.suffix == ".tiktoken" for p in directory.iterdir())
+
+
+def _needs_remote_code(config: dict[str, Any]) -> bool:
+    """Whether config.json maps to modelling code of its own for a model type this transformers does not know.
+
+    A known model type with an auto_map (many hub models ship both) loads with transformers' own classes.
+    """
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    return bool(config.get("auto_map")) and config.get("model_type") not in CONFIG_MAPPING
+
+
+def _missing_code_files(directory: Path, config: dict[str, Any]) -> list[str]:
+    """The code files config.json's auto_map refers to that the directory lacks ("repo--module" ones live elsewhere)."""
+    references = []
+    for value in (config.get("auto_map") or {}).values():
+        references += value if isinstance(value, list) else [value]
+    modules = {ref.rpartition(".")[0] for ref in references if isinstance(ref, str) and "." in ref}
+    files = sorted(module.replace(".", "/") + ".py" for module in modules)
+    return [name for name in files if "--" in name or not (directory / name).is_file()]
+
+
+def max_position_embeddings(path: str | os.PathLike) -> int | None:
+    """The longest sequence a model directory's config.json allows (max_position_embeddings), None if it says none."""
+    try:
+        config = json.loads((Path(path).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # the tokenizer or model loader reports a missing or broken config.json
+    value = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def check_length_fits_model(path: str | os.PathLike, key: str, length: int, fix: str = "") -> None:
+    """Refuse a configured token length (`key`) longer than the model directory's max_position_embeddings.
+
+    Args:
+        path: The model directory (config.json is read as plain JSON).
+        key: The YAML key of the length, e.g. "data.max_length".
+        length: Its value.
+        fix: Extra advice appended to the message.
+
+    Raises:
+        ValueError: Naming the key, both numbers, the config file and the fix.
+    """
+    limit = max_position_embeddings(path)
+    if limit is not None and length > limit:
+        raise ValueError(
+            f"{key}={length} exceeds the model's max_position_embeddings={limit} "
+            f"({Path(path) / 'config.json'}): set {key} to at most {limit}{fix}"
+        )
 
 
 def load_chat_tokenizer(

@@ -7,8 +7,8 @@ A bridge-pl dataset is a directory::
     DIR/dataset_config.json   how it was made: generator config, style, seed, size, split, version,
                               row count and the sha256 of the data file (check byte-identity with it)
 
-Files are written to a temporary name and moved into place, data first and the config last, so an
-interrupted run never leaves a data file that looks complete.
+A new dataset is written into a staging directory and swapped in when complete, data first and the config
+last: an interrupted or failed run leaves the output as it was, an old dataset in it byte-identical.
 
 `read_dataset` also accepts a single ``.jsonl`` / ``.json`` / ``.parquet`` / ``.arrow`` file, a directory
 written by HF ``datasets.save_to_disk`` (``*.arrow`` in Arrow streaming IPC format beside
@@ -19,10 +19,13 @@ only for parquet and arrow files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -42,7 +45,10 @@ __all__ = [
     "read_dataset",
     "read_dataset_config",
     "row_to_json",
+    "staged_output",
+    "unwritable_dir",
     "write_dataset",
+    "write_dataset_files",
     "write_failures",
 ]
 
@@ -94,6 +100,9 @@ def write_dataset(
 ) -> dict[str, Any]:
     """Write `rows` and their config into the dataset directory `path`.
 
+    The files are written into a staging directory and swapped in only when complete (`staged_output`):
+    an error or Ctrl-C while `rows` are produced leaves `path` as it was, an old dataset byte-identical.
+
     Args:
         path: The dataset directory (created if needed).
         rows: The rows (any iterable; written as they come, so a generator is not held in memory for JSONL).
@@ -106,18 +115,21 @@ def write_dataset(
         The config as written (with `format`, `data_file`, `rows` and `sha256` added).
 
     Raises:
-        DatasetError: `path` is a file, or holds files and `overwrite` is False.
+        DatasetError: `path` is a file, is not writable, or holds files and `overwrite` is False.
     """
     if fmt not in DATA_FILES:
         raise DatasetError(f"format {fmt!r}: choose one of {', '.join(DATA_FILES)} (--format)")
-    directory = Path(path)
-    prepare_output_dir(directory, overwrite)
+    with staged_output(path, overwrite) as stage:
+        return write_dataset_files(stage, rows, config=config, fmt=fmt)
+
+
+def write_dataset_files(
+    directory: Path, rows: Iterable[dict[str, Any]], *, config: dict[str, Any], fmt: Format = "jsonl"
+) -> dict[str, Any]:
+    """Write the data file and dataset_config.json into the empty (staging) `directory` (see `write_dataset`)."""
     data_path = directory / DATA_FILES[fmt]
     writer = _write_jsonl if fmt == "jsonl" else _write_parquet
     count = _atomic_write(data_path, lambda tmp: writer(tmp, rows))
-    for other in DATA_FILES.values():
-        if other != data_path.name:
-            (directory / other).unlink(missing_ok=True)  # a stale file of the other format would be ambiguous
     full = {
         "bridge_pl_version": __version__,
         **config,
@@ -140,25 +152,102 @@ def write_failures(path: str | os.PathLike, failures: Iterable[Any]) -> Path:
 
 
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Create the output directory, refusing to replace a dataset unless asked; drop an old config first.
+    """Check, before any work, that a dataset can be written to `path`; creates and deletes nothing.
 
     Raises:
-        DatasetError: `path` is a file, or a non-empty directory and `overwrite` is False.
+        DatasetError: `path` (or a parent) is a file, the directory that would receive it is not writable,
+            or `path` is a non-empty directory and `overwrite` is False.
     """
     directory = Path(path)
     if directory.exists() and not directory.is_dir():
         raise DatasetError(f"{directory} is a file; the output must be a directory (--out DIR)")
-    if directory.is_dir() and any(directory.iterdir()):
-        if not overwrite:
-            raise DatasetError(
-                f"{directory} already exists and is not empty; pass --overwrite to replace the dataset in it "
-                "(or choose another --out)"
-            )
-        # Without its config the directory no longer looks complete while it is rewritten.
-        for name in (CONFIG_FILE, FAILURES_FILE):
-            (directory / name).unlink(missing_ok=True)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
+        raise DatasetError(
+            f"{directory} already exists and is not empty; pass --overwrite to replace the dataset in it "
+            "(or choose another --out)"
+        )
+    # An existing directory receives the staging folder, a new one is created in its nearest existing parent.
+    receiver = unwritable_dir(directory)
+    if receiver is not None and not receiver.is_dir():
+        raise DatasetError(f"{receiver} is a file, so {directory} cannot be created; choose another --out")
+    if receiver is not None:
+        raise DatasetError(
+            f"{receiver} is not writable, so {directory} cannot be written; choose another --out "
+            "or make the directory writable"
+        )
     return directory
+
+
+def unwritable_dir(path: str | os.PathLike) -> Path | None:
+    """What stops files from being written at `path` (itself, or the nearest existing parent that would hold it),
+    when it is not a writable directory; None when nothing does."""
+    path = Path(path)
+    receiver = path if path.is_dir() else _existing_parent(path)
+    return None if receiver.is_dir() and os.access(receiver, os.W_OK | os.X_OK) else receiver
+
+
+@contextlib.contextmanager
+def staged_output(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """An empty staging directory for the files of a new dataset, swapped into `path` when the block succeeds.
+
+    The dataset files found in the staging directory (data file, dataset_config.json, failures.jsonl) replace
+    those of `path`; other files in `path` are kept. On any error (Ctrl-C included) the staging directory is
+    removed and `path` is left as it was: not created when it did not exist, an old dataset byte-identical.
+
+    Raises:
+        DatasetError: As `prepare_output_dir`.
+    """
+    directory = prepare_output_dir(path, overwrite)
+    in_place = directory.is_dir()
+    if in_place:
+        # Staged inside the directory itself and moved in file by file: the directory may be a mount point
+        # or sit in a read-only parent, and files that are not part of the dataset stay where they are.
+        stage = directory / f".staging-{os.getpid()}"
+        created: list[Path] = []
+    else:
+        created = _make_parents(directory.parent)
+        stage = directory.parent / f".{directory.name}.staging-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)  # left by a killed run with our pid
+    try:
+        stage.mkdir()
+        yield stage
+        if in_place:
+            _swap_in_files(stage, directory)
+        else:
+            os.replace(stage, directory)  # a new directory appears complete, in one step
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for parent in reversed(created):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
+
+
+def _swap_in_files(stage: Path, directory: Path) -> None:
+    """Replace the dataset files of `directory` by those of `stage` (config removed first, written last)."""
+    new = {p.name for p in stage.iterdir()}
+    (directory / CONFIG_FILE).unlink(missing_ok=True)  # without its config the directory does not look complete
+    for name in (*DATA_FILES.values(), FAILURES_FILE):
+        if name not in new:  # a stale file of the other format, or old failures, would be mistaken for the new
+            (directory / name).unlink(missing_ok=True)
+    for name in sorted(new, key=lambda name: name == CONFIG_FILE):
+        os.replace(stage / name, directory / name)
+    stage.rmdir()
+
+
+def _existing_parent(path: Path) -> Path:
+    """The nearest ancestor of `path` that exists (the current directory for a relative path)."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return parent
+    return Path(path.absolute().anchor)
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create `path` and its missing parents; returns the directories created, outermost first."""
+    missing = [p for p in [path, *path.parents] if not p.exists()][::-1]
+    path.mkdir(parents=True, exist_ok=True)
+    return missing
 
 
 def _atomic_write(path: Path, write: Callable[[Path], Any]) -> Any:
@@ -344,7 +433,44 @@ def _raw_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[RowLocati
         raise DatasetError(f"{file}: listed by the dataset's metadata but missing; re-copy the dataset")
     if file.stat().st_size == 0:
         raise DatasetError(f"{file}: the file is empty; expected rows with at least the columns {', '.join(required)}")
-    yield from _READERS[file.suffix](file, required)
+    where: RowLocation | None = None
+    try:
+        for where, row in _READERS[file.suffix](file, required):
+            yield where, row
+    except DatasetError:
+        raise
+    except Exception as err:
+        if not _is_read_error(err):
+            raise
+        raise DatasetError(_unreadable(file, err, where)) from err
+
+
+def _is_read_error(err: Exception) -> bool:
+    """Whether `err` says a data file's bytes cannot be read or decoded (not a bug of ours)."""
+    pyarrow = sys.modules.get("pyarrow")  # imported by the parquet and arrow readers only
+    arrow_error = pyarrow is not None and isinstance(err, pyarrow.ArrowException)
+    return arrow_error or isinstance(err, OSError | UnicodeDecodeError)
+
+
+def _unreadable(file: Path, err: Exception, last: RowLocation | None) -> str:
+    """The message of a data file that breaks off while being read: which file, how far, and the fix."""
+    if isinstance(err, PermissionError):
+        return f"{file}: cannot be read (permission denied); fix the file's permissions"
+    after = f"after {last.unit} {last.number}" if last else "before the first row"
+    try:
+        config = read_dataset_config(file)
+    except DatasetError:
+        config = None
+    changed = (
+        " (its sha256 differs from the one in dataset_config.json)"
+        if config and config.get("data_file") == file.name and config.get("sha256") not in (None, _sha256(file))
+        else ""
+    )
+    reason = str(err).strip() or type(err).__name__
+    return (
+        f"{file} is corrupt or unreadable{changed}: reading stopped {after} ({reason}); "
+        "regenerate the dataset (bridge data generate ...) or copy the file again"
+    )
 
 
 def _missing_columns(
@@ -360,16 +486,17 @@ def _missing_columns(
 
 
 def _jsonl_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[RowLocation, dict[str, Any]]]:
-    with open(file, encoding="utf-8") as f:
+    with open(file, "rb") as f:  # bytes, decoded line by line: a bad byte is reported with its line
         head = f.read(64).lstrip()
         f.seek(0)
-        if head.startswith("["):  # a .json file holding one array of row objects
-            yield from _json_array_rows(file, f.read(), required)
+        if head.startswith(b"["):  # a .json file holding one array of row objects
+            yield from _json_array_rows(file, _decoded(f.read(), RowLocation(file, "line", 1)), required)
             return
-        for number, line in enumerate(f, start=1):
+        for number, raw in enumerate(f, start=1):
+            where = RowLocation(file, "line", number)
+            line = _decoded(raw, where)
             if not line.strip():
                 continue
-            where = RowLocation(file, "line", number)
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
@@ -381,6 +508,17 @@ def _jsonl_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[RowLoca
                 raise DatasetError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
             _missing_columns(file, row, required, where)
             yield where, row
+
+
+def _decoded(raw: bytes, where: RowLocation) -> str:
+    """UTF-8 text of a line (or a whole .json file starting at `where`); bad bytes are a DatasetError."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"{where}: not UTF-8 text (byte {err.start + 1} of the line); the file is corrupt or not a "
+            "dataset: regenerate it or copy the file again"
+        ) from err
 
 
 def _json_array_rows(file: Path, text: str, required: tuple[str, ...]) -> Iterator[tuple[RowLocation, dict[str, Any]]]:
@@ -404,7 +542,9 @@ def _parquet_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[RowLo
     try:
         parquet = pq.ParquetFile(file)
     except (pa.ArrowInvalid, OSError) as err:
-        raise DatasetError(f"{file}: not a readable parquet file ({err})") from err
+        raise DatasetError(
+            f"{file} is not a readable parquet file ({err}); regenerate the dataset or copy the file again"
+        ) from err
     _missing_columns(file, parquet.schema_arrow.names, required)
     yield from _numbered(file, parquet.iter_batches(batch_size=_BATCH))
 
@@ -421,7 +561,9 @@ def _arrow_rows(file: Path, required: tuple[str, ...]) -> Iterator[tuple[RowLoca
             try:
                 reader = ipc.open_file(source)
             except pa.ArrowInvalid as err:
-                raise DatasetError(f"{file}: not an Arrow IPC stream or file ({err})") from err
+                raise DatasetError(
+                    f"{file} is not an Arrow IPC stream or file ({err}); regenerate it or copy the file again"
+                ) from err
         _missing_columns(file, reader.schema.names, required)
         batches = reader if isinstance(reader, ipc.RecordBatchStreamReader) else _file_batches(reader)
         yield from _numbered(file, batches)

@@ -14,6 +14,7 @@ as the `bridge data` flags do: `--min-op` is `generator_overrides["min_op"]`, `-
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,18 +24,24 @@ from typing import Any
 
 from bridge_pl.augment.bridge import BehaviorConfig, Preset, behavior_preset
 from bridge_pl.data.io import (
+    CONFIG_FILE,
+    DATA_FILES,
+    FAILURES_FILE,
     Format,
     iter_dataset,
     prepare_output_dir,
     read_dataset,
     read_dataset_config,
+    staged_output,
     write_dataset,
+    write_dataset_files,
     write_failures,
 )
 from bridge_pl.data.records import (
     AUGMENTATIONS,
     AnswerStyle,
     Augmentation,
+    AugmentResult,
     Method,
     RowFailure,
     StyleKind,
@@ -43,7 +50,7 @@ from bridge_pl.data.records import (
     row_problem,
 )
 from bridge_pl.data.stats import dataset_stats
-from bridge_pl.task.generator import GeneratorConfig
+from bridge_pl.task.generator import GenerationError, GeneratorConfig
 from bridge_pl.task.presets import split_preset
 from bridge_pl.task.verify import check_cot, strict_match_reward
 
@@ -159,7 +166,10 @@ def generate_dataset(
         raise ValueError(f"invalid options:\n  --workers {workers}: need at least 1")
     prepare_output_dir(out, overwrite)  # refuse before spending minutes on generation
     rows = plan_rows(plan, workers=workers, progress=progress)
-    return write_dataset(out, rows, config=plan.config(), fmt=fmt, overwrite=True)
+    try:  # staged: a failure leaves `out` as it was (not created, or the old dataset byte-identical)
+        return write_dataset(out, rows, config=plan.config(), fmt=fmt, overwrite=overwrite)
+    except GenerationError as err:
+        raise GenerationError(_knob_flags(str(err))) from err
 
 
 def rows_chunk(plan: GenerationPlan, start: int, count: int) -> list[dict[str, Any]]:
@@ -254,6 +264,13 @@ def _flag_words(message: str) -> str:
     return re.sub(rf"(?<![\w-])({'|'.join(names)})=", lambda match: _flag(match[1]) + "=", message)
 
 
+def _knob_flags(message: str) -> str:
+    """A generator hint in the words of the flags: "raise max_attempts" -> "raise --max-attempts"."""
+    message = re.sub(r"(?<![\w-])min_op\.\.max_op(?![\w-])", "--min-op/--max-op", _flag_words(message))
+    names = [f.name for f in fields(GeneratorConfig)]
+    return re.sub(rf"(?<![\w-])({'|'.join(names)})(?![\w=-])", lambda match: _flag(match[1]), message)
+
+
 def _error_lines(message: str) -> list[str]:
     """The items of a multi-line config error ("invalid ...:\n  a\n  b" -> ["a", "b"])."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -328,9 +345,27 @@ def augment_dataset(
         "source": {"path": str(input), "rows": len(rows), "config": source_config},
         "failures": len(result.failures),
     }
-    written = write_dataset(out, result.rows, config=config, fmt=fmt, overwrite=True) if result.rows else None
-    failures_file = write_failures(out, result.failures) if result.failures else None
+    written, failures_file = _write_augmented(Path(out), result, config, fmt, overwrite)
     return AugmentReport(len(rows), result.rewritten, result.failures, written, failures_file)
+
+
+def _write_augmented(
+    out: Path, result: AugmentResult, config: dict[str, Any], fmt: Format, overwrite: bool
+) -> tuple[dict[str, Any] | None, Path | None]:
+    """Swap the rewritten rows and failures.jsonl into `out` together; a run that rewrote nothing replaces nothing.
+
+    Returns the dataset_config.json entries (None without rows) and the failures file (None without failures,
+    and None when nothing was rewritten and `out` still holds an earlier dataset, which is left untouched).
+    """
+    if not result.rows and any((out / name).is_file() for name in (CONFIG_FILE, *DATA_FILES.values())):
+        return None, None
+    written = None
+    with staged_output(out, overwrite) as stage:
+        if result.rows:
+            written = write_dataset_files(stage, result.rows, config=config, fmt=fmt)
+        if result.failures:
+            write_failures(stage, result.failures)
+    return written, out / FAILURES_FILE if result.failures else None
 
 
 def _augment_style(
@@ -373,28 +408,89 @@ class VerifyReport:
     failures: list[tuple[int, list[str]]]
     notes: list[tuple[int, str]] = field(default_factory=list)
     """(0-based row number, why) of every text-only row whose question could not be re-parsed to recheck its answer."""
+    modulus_hint: str | None = None
+    """Without a known modulus: why the failures look like arithmetic modulo a number, and which --modulus to pass."""
 
 
 def verify_dataset(path: PathLike, *, modulus: int | None = None) -> VerifyReport:
-    """Check every answer of a dataset: strict-match reward against final_answer and the CoT checker."""
+    """Check every answer of a dataset: strict-match reward against final_answer and the CoT checker.
+
+    The modulus is `modulus`, else the dataset config's, else each row's own `dag` (plain integers without one).
+    """
     modulus = modulus if modulus is not None else _config_modulus(read_dataset_config(path))
     rows = rewards = 0
     failures: list[tuple[int, list[str]]] = []
     notes: list[tuple[int, str]] = []
+    unknown_modulus: list[dict[str, Any]] = []  # failed rows checked as plain integers, for the hint
     for number, row in enumerate(iter_dataset(path, required=("query", "response", "final_answer"))):
         rows += 1
         reward = strict_match_reward(row["response"], row["final_answer"])
         rewards += reward
-        check = check_cot(row["response"], expected_answer=row["final_answer"], modulus=modulus)
+        row_modulus = modulus if modulus is not None else _dag_modulus(row)
+        check = check_cot(row["response"], expected_answer=row["final_answer"], modulus=row_modulus)
         errors = list(check.errors)
-        question_error = _question_answer_error(row, modulus, notes, number)
+        question_error = _question_answer_error(row, row_modulus, notes, number)
         if question_error:
             errors.append(question_error)
         if reward < 1 and not errors:
             errors.append(f"the boxed answer does not match final_answer {row['final_answer']}")
         if errors or not check.ok:
             failures.append((number, errors or ["the checker rejected the answer"]))
-    return VerifyReport(rows, rewards / rows if rows else 0.0, failures, notes)
+            if row_modulus is None and len(unknown_modulus) < MODULUS_HINT_ROWS:
+                unknown_modulus.append({"row": row, "errors": errors})
+    hint = _modulus_hint(unknown_modulus) if unknown_modulus else None
+    return VerifyReport(rows, rewards / rows if rows else 0.0, failures, notes, hint)
+
+
+MODULUS_HINT_ROWS = 50
+_LINK_MISMATCH = re.compile(r"link '[^']*' evaluates to (-?\d+), but '[^']*' gives (-?\d+)")
+_WRONG_ANSWER = re.compile(r"final_answer (-?\d+) is wrong for the row's question: expected (-?\d+)")
+
+
+def _dag_modulus(row: dict[str, Any]) -> int | None:
+    """The modulus the row's own `dag` was generated with (None without a dag or a modulus)."""
+    dag = row.get("dag")
+    modulus = dag.get("modulus") if isinstance(dag, dict) else None
+    return modulus if isinstance(modulus, int) and not isinstance(modulus, bool) and modulus > 0 else None
+
+
+def _modulus_hint(failed: list[dict[str, Any]]) -> str | None:
+    """Whether rows checked as plain integers fail as arithmetic modulo N would, and the `--modulus N` to pass.
+
+    Each mismatch "printed a, computed b" with 0 <= a says b = a (mod N) for a modulus N > a: N divides
+    the gcd of every b - a. The smallest such N is proposed when re-checking the rows with it passes.
+    """
+    pairs = [
+        (int(a), int(b))
+        for item in failed
+        for error in item["errors"]
+        for pattern in (_LINK_MISMATCH, _WRONG_ANSWER)
+        for a, b in pattern.findall(error)
+    ]
+    if len(pairs) < 2 or any(a < 0 for a, _ in pairs):
+        return None
+    divisor = math.gcd(*(b - a for a, b in pairs))
+    largest = max(a for a, _ in pairs)
+    if divisor <= largest:
+        return None
+    candidate = _smallest_divisor_above(divisor, largest)
+    passing = all(
+        check_cot(item["row"]["response"], expected_answer=item["row"]["final_answer"], modulus=candidate).ok
+        for item in failed
+    )
+    seen = f"every mismatch is a multiple of {divisor} and every printed number lies in 0..{largest}"
+    if passing:
+        return (
+            f"the links look like arithmetic modulo {candidate} ({seen}); the modulus is not recorded "
+            f"(no dataset_config.json, no dag): pass --modulus {candidate}"
+        )
+    return f"the links may hold modulo a number ({seen}); pass --modulus N if the data was generated with one"
+
+
+def _smallest_divisor_above(number: int, floor: int) -> int:
+    """The smallest divisor of `number` greater than `floor` (`number` itself at worst)."""
+    small = [d for d in range(1, math.isqrt(number) + 1) if number % d == 0]
+    return min(d for d in (*small, *(number // d for d in small)) if d > floor)
 
 
 def _question_answer_error(

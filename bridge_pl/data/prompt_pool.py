@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
-from bridge_pl.data.encoding import encode_prompts, load_chat_tokenizer, pad_left
+from bridge_pl.data.encoding import check_length_fits_model, encode_prompts, load_chat_tokenizer, pad_left
 from bridge_pl.data.loaders import EpochSampler, ExampleList, ResumableLoader, data_parallel_replica
 from bridge_pl.data.prompts import ChatTemplate
 from bridge_pl.data.rows import check_final_answers, check_text_columns, read_rows
@@ -119,13 +119,18 @@ class PromptPoolDataModule(L.LightningDataModule):
         """Read and tokenize the prompt sets the stage needs (each once per process).
 
         Raises:
-            ValueError: The stage needs a path that is not set ("fit" needs train_path).
+            ValueError: The stage needs a path that is not set ("fit" needs train_path), or max_prompt_length
+                exceeds the model's max_position_embeddings.
             DatasetError: A file is missing, empty, lacks query/final_answer, or has bad values.
         """
         if self.tokenizer is None:
             self.tokenizer, self.pad_id = load_chat_tokenizer(
                 self.tokenizer_path, chat_template=self.chat_template, trust_remote_code=self.trust_remote_code
             )
+            check_length_fits_model(
+                self.tokenizer_path, "data.max_prompt_length", self.max_prompt_length,
+                " (less the rollout's max_new_tokens: prompt and completion share the positions)",
+            )  # fmt: skip
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         required = {"fit": "train", "validate": "val", "test": "test", "predict": "test"}.get(stage)
         if required is not None and self.paths[required] is None:

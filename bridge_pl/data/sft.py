@@ -17,7 +17,14 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from bridge_pl.data.collate import pack_examples, real_token_fraction, sft_collate
-from bridge_pl.data.encoding import LossOn, Truncation, encode_conversations, fit_to_length, load_chat_tokenizer
+from bridge_pl.data.encoding import (
+    LossOn,
+    Truncation,
+    check_length_fits_model,
+    encode_conversations,
+    fit_to_length,
+    load_chat_tokenizer,
+)
 from bridge_pl.data.loaders import MEGA_BATCH, BatchPlanSampler, ExampleList, ResumableLoader, data_parallel_replica
 from bridge_pl.data.prompts import ChatTemplate
 from bridge_pl.data.rows import check_text_columns, read_rows
@@ -119,6 +126,7 @@ class SFTDataModule(L.LightningDataModule):
         self.tokenizer, self.pad_id = load_chat_tokenizer(
             self.tokenizer_path, chat_template=self.chat_template, trust_remote_code=self.trust_remote_code
         )
+        check_length_fits_model(self.tokenizer_path, "data.max_length", self.max_length)  # before reading any data
         train_rows = self._rows(self.train_path, "data.train_path")
         val_rows = self._rows(self.val_path, "data.val_path") if self.val_path else []
         if self.val_fraction > 0:

@@ -11,10 +11,14 @@ Nothing here touches a model hub (DESIGN §4.4): models come from a local Huggin
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -27,10 +31,11 @@ from transformers import (
     Qwen2Config,
 )
 
-from bridge_pl.data.encoding import load_tokenizer, require_model_dir
+from bridge_pl.data.encoding import check_model_dir, load_tokenizer
 from bridge_pl.models.tokenizer import build_tokenizer
 
 __all__ = [
+    "EXPORT_MARKER",
     "LORA_TARGET_MODULES",
     "TINY_PRESETS",
     "TinyPreset",
@@ -50,6 +55,7 @@ DTypeName = Literal["float32", "bfloat16", "float16", "auto"]
 # transformers' attention kernels; flash_attention_2 needs the flash-attn package (GPU), and runs packed SFT rows
 # padding-free (variable-length kernel over the position ids).
 AttnImplementation = Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"]
+EXPORT_MARKER = "bridge_export.json"  # saved with the model files of a training run's export: which run, which step
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -207,9 +213,10 @@ def load_model(
         The model in train mode (from_pretrained returns eval mode, which would silently keep dropout off).
 
     Raises:
-        FileNotFoundError: `path` is not a directory with a config.json.
+        ModelDirError: `path` is not a directory with a config.json and weights, or its model needs
+            `trust_remote_code` (a FileNotFoundError and a ValueError; see `bridge_pl.data.encoding.check_model_dir`).
     """
-    directory = require_model_dir(path)
+    directory = check_model_dir(path, tokenizer=False, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         directory,
         local_files_only=True,
@@ -231,28 +238,61 @@ def _enable_activation_checkpointing(model: PreTrainedModel) -> None:
 
 
 def save_pretrained(
-    model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | os.PathLike,
+    *,
+    marker: dict[str, Any] | None = None,
 ) -> Path:
     """Save a model and its tokenizer (safetensors) as one directory that `load_model`, GRPO and vLLM read.
 
+    The files are written to a temporary sibling folder that then replaces `out_dir` with a rename, so an
+    interrupted save (kill -9, a full disk) never leaves a directory that looks like a finished model. The
+    periodic ``step_<n>`` snapshots inside an existing `out_dir` are kept; everything else in it is replaced.
     A LoRA model is saved merged: the adapters are merged into a deep copy, so the model passed in keeps its
     adapters and can go on training.
 
     Args:
         model: A plain transformers model or a peft LoRA model.
         tokenizer: The model's tokenizer.
-        out_dir: Directory to write (created if missing; files in it are overwritten).
+        out_dir: Directory to write (created if missing).
+        marker: Written as ``bridge_export.json`` (`EXPORT_MARKER`) with the model files, e.g. the run id.
 
     Returns:
         The output directory.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file; a model is saved as a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(model, PeftModel):
         model = merge_lora(copy.deepcopy(model))
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        partial.mkdir()
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        if marker is not None:
+            (partial / EXPORT_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _replace_dir(partial, out)
+    except BaseException:  # Ctrl-C included: never leave the partial folder behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return out
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Put the finished folder `new` at `out` by renames, moving the ``step_<n>`` snapshots of an old `out` into it."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(out, old)  # from here until the next rename `out` is absent: never half old, half new
+    os.replace(new, out)
+    for entry in old.iterdir():
+        if entry.is_dir() and re.fullmatch(r"step_\d+", entry.name) and not (out / entry.name).exists():
+            os.replace(entry, out / entry.name)
+    shutil.rmtree(old)
 
 
 def apply_lora(

@@ -41,14 +41,18 @@ from bridge_pl.models.model_io import AttnImplementation, load_model, load_token
 from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 from bridge_pl.modules.parallel import fully_shard_decoder
 from bridge_pl.modules.policy import (
+    RUN_ID_KEY,
     LoraConfig,
     data_chat_template,
+    export_errors,
+    export_marker,
     finite_step,
     hf_output_dir,
     load_policy,
     model_path_errors,
     refuse_nonfinite_weights,
     save_hf_model,
+    start_export_run,
     total_grad_norm,
 )
 from bridge_pl.rl.advantages import AdvantageScale, group_advantages, zero_std_groups
@@ -248,6 +252,9 @@ class GRPOModule(L.LightningModule):
         sampling_seed: Seed of the rollouts' sampling and of the mini-batch shuffles.
         save_hf_every_n_steps: Also write the policy to ``<hf_output_dir>/step_<n>`` every n optimizer steps.
         hf_output_dir: Where the final policy is written (default: ``<log dir>/hf_model``).
+        overwrite_output_dir: Let the export replace what `hf_output_dir` holds (a model, a dataset, other files).
+            Without it the run is refused before training when the directory holds anything but this run's own
+            earlier exports (a resumed run); the directory holding the starting model is refused even with it.
         max_nonfinite_skips: Optimizer steps with a non-finite loss or gradient norm to skip (gradients dropped,
             neither optimizer nor scheduler stepped) before the run stops with an error; 0 stops at the first.
             Skips are logged as ``train/nonfinite_skipped`` (cumulative).
@@ -274,6 +281,7 @@ class GRPOModule(L.LightningModule):
         sampling_seed: int = 0,
         save_hf_every_n_steps: int | None = None,
         hf_output_dir: str | None = None,
+        overwrite_output_dir: bool = False,
         max_nonfinite_skips: int = 0,
     ) -> None:
         super().__init__()
@@ -292,6 +300,8 @@ class GRPOModule(L.LightningModule):
         self.optimizer_config, self.scheduler_config = optimizer, scheduler
         self.sampling_seed = sampling_seed
         self.save_hf_every_n_steps, self.hf_output_dir = save_hf_every_n_steps, hf_output_dir
+        self.overwrite_output_dir = overwrite_output_dir
+        self.run_id: str | None = None  # set at fit start (or from the checkpoint); recorded in every export
         self.model: torch.nn.Module | None = None  # built in configure_model, where FSDP2 can shard it
         self._reference = _Frozen(None)  # outside the module tree: not in checkpoints, reloaded from its path
         self.tokenizer = None
@@ -356,7 +366,8 @@ class GRPOModule(L.LightningModule):
         return self.engine
 
     def on_fit_start(self) -> None:
-        """Put the reference on the policy's device and precision; a resumed run re-syncs a bound engine."""
+        """Check the export directory, put the reference on the policy's device and precision, re-sync the engine."""
+        start_export_run(self)  # before any rollout: a run that may not write its model does not start
         if self.ref_model is not None:
             self._reference = _Frozen(self.trainer.precision_plugin.convert_module(self.ref_model).to(self.device))
         if self.engine.bound:
@@ -662,12 +673,14 @@ class GRPOModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the rollout-step count in the checkpoint."""
+        """Keep the rollout-step count and the run id in the checkpoint."""
         checkpoint["grpo"] = {"rollout_step": self.rollout_step}
+        checkpoint[RUN_ID_KEY] = self.run_id
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the rollout-step count; the engine must then take the restored weights."""
+        """Restore the rollout-step count and run id; the engine must then take the restored weights."""
         self.rollout_step = checkpoint.get("grpo", {}).get("rollout_step", 0)
+        self.run_id = checkpoint.get(RUN_ID_KEY) or self.run_id  # a resumed run may write over its own exports
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("ref_model.")]:  # checkpoints written before the reference
             del state[key]  # left the module tree; it is reloaded from its path
@@ -680,10 +693,18 @@ class GRPOModule(L.LightningModule):
 
     def save_hf(self, out_dir: str | Path) -> Path:
         """Write the policy (LoRA merged) and tokenizer to `out_dir`; collective under FSDP2, rank 0 writes."""
-        refuse_nonfinite_weights(self.model, out_dir)
+        refuse_nonfinite_weights(self.model, out_dir, self._trainer)
         return save_hf_model(
-            self.model, self.tokenizer, out_dir, self._trainer, rebuild=lambda: self._load_policy(False)
-        )
+            self.model, self.tokenizer, out_dir, self._trainer, rebuild=lambda: self._load_policy(False),
+            marker=export_marker(self),
+        )  # fmt: skip
+
+    def export_errors(self, run_id: str | None = None) -> list[str]:
+        """Why the final model may not be written to its directory ([] when it may); the CLI asks before training."""
+        return export_errors(
+            self._trainer, self.hf_output_dir, run_id=run_id or self.run_id, overwrite=self.overwrite_output_dir,
+            inputs={"model_path": self.model_path, "ref_model_path": self.ref_model_path}, key=KEY,
+        )  # fmt: skip
 
 
 class _Frozen:

@@ -8,7 +8,9 @@ names start with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,23 +20,34 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
-from bridge_pl.models.model_io import LORA_TARGET_MODULES, apply_lora, load_model, save_pretrained
+from bridge_pl import __version__
+from bridge_pl.data.encoding import ModelDirError, check_model_dir
+from bridge_pl.data.io import CONFIG_FILE, DATA_FILES, FAILURES_FILE, unwritable_dir
+from bridge_pl.models.model_io import EXPORT_MARKER, LORA_TARGET_MODULES, apply_lora, load_model, save_pretrained
 
 __all__ = [
+    "RUN_ID_KEY",
+    "ExportRefused",
     "LoraConfig",
     "data_chat_template",
+    "export_dir_errors",
+    "export_errors",
+    "export_marker",
     "finite_step",
     "full_state_dict",
     "hf_output_dir",
     "is_sharded",
     "load_policy",
     "model_path_errors",
+    "new_run_id",
     "refuse_nonfinite_weights",
     "save_hf_model",
+    "start_export_run",
     "total_grad_norm",
 ]
 
 MODEL_ATTRIBUTE = "model"  # the LightningModule attribute holding the Hugging Face model
+RUN_ID_KEY = "bridge_run_id"  # the checkpoint entry with the run id: a resumed run may write over its own exports
 
 
 @dataclass(frozen=True)
@@ -66,13 +79,15 @@ torch.serialization.add_safe_globals([LoraConfig])  # checkpoints hold it; resum
 
 
 def model_path_errors(model_path: str, key: str) -> list[str]:
-    """[] when `model_path` is a local Hugging Face model directory, else the error naming `key` and the fix."""
-    if (Path(model_path).expanduser() / "config.json").is_file():
-        return []
-    return [
-        f"{key}={model_path!r} is not a local Hugging Face model directory (no config.json): pass the directory "
-        "of a downloaded or fine-tuned model, or write the tiny default with `bridge model init --out DIR`"
-    ]
+    """[] when `model_path` is a local Hugging Face model directory with weights, else the error naming `key`.
+
+    Remote code and the tokenizer are checked where they load (they depend on ``trust_remote_code``).
+    """
+    try:
+        check_model_dir(model_path, tokenizer=False, trust_remote_code=True)
+    except ModelDirError as err:
+        return [f"{key}={model_path!r}: {err}"]
+    return []
 
 
 def load_policy(
@@ -135,10 +150,131 @@ def full_state_dict(trainer: L.Trainer) -> dict[str, torch.Tensor]:
     return {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
 
 
+class ExportRefused(ValueError):
+    """A run would write its model over something it was not asked to replace (a model, a dataset, other files)."""
+
+
+def new_run_id(trainer: L.Trainer | None) -> str:
+    """A fresh id for a training run, the same on every rank (drawn on rank 0 and broadcast)."""
+    run_id = uuid.uuid4().hex
+    return trainer.strategy.broadcast(run_id) if trainer is not None else run_id
+
+
+def export_dir_errors(
+    out_dir: str | Path, *, inputs: Mapping[str, str | None], run_id: str | None, overwrite: bool, key: str
+) -> list[str]:
+    """[] when run `run_id` may write its model to `out_dir`, else each reason, naming `key` and the fix.
+
+    A run may write to a missing or empty directory, or over its own earlier exports (`EXPORT_MARKER` holds its
+    run id: a resumed run). Anything else (one of the `inputs` model directories, a dataset, another run's model,
+    a model no run exported, other files) needs `overwrite`, except a directory holding one of the inputs, which
+    the replacement would delete. An unwritable location is refused at once, before any training.
+    """
+    out = Path(out_dir).expanduser()
+    where, fix = f"{key}.hf_output_dir={str(out_dir)!r}", f"choose another {key}.hf_output_dir"
+    allow = f"{fix}, or set {key}.overwrite_output_dir: true to replace it"
+    resolved = out.resolve()
+    for name, path in inputs.items():
+        given = Path(path).expanduser().resolve() if path else None
+        if given is not None and resolved in given.parents:
+            return [f"{where} holds {key}.{name} ({path}): replacing it would delete that model; {fix}"]
+        if given == resolved and not overwrite:
+            return [f"{where} is {key}.{name}: the export would replace the model the run starts from; {allow}"]
+    if out.exists() and not out.is_dir():
+        return [f"{where} is a file; a model is saved as a directory: {fix}"]
+    unwritable = unwritable_dir(out) or unwritable_dir(out.absolute().parent)  # the swap renames in the parent
+    if unwritable is not None:
+        return [f"{where}: {unwritable} is not writable; {fix} or change the permissions"]
+    if overwrite or not out.is_dir():
+        return []
+    held = _foreign_content(out, run_id)
+    return [f"{where} already holds {held}; {allow}"] if held else []
+
+
+def _foreign_content(out: Path, run_id: str | None) -> str | None:
+    """What in the existing directory `out` is not an export of run `run_id` (None: nothing)."""
+    if (out / CONFIG_FILE).exists() or any((out / name).exists() for name in (*DATA_FILES.values(), FAILURES_FILE)):
+        return "a dataset"
+    owner = _export_run(out)
+    if owner is not None and owner != run_id:
+        return f"the model exported by another run (run id {owner[:8]}; see {out / EXPORT_MARKER})"
+    if owner is None and (out / "config.json").exists():
+        return "a model that no bridge-pl run exported (no bridge_export.json)"
+    # the run's own export (its files) and step_<n> snapshots may stay; anything else is foreign
+    others = [e.name for e in sorted(out.iterdir()) if not (_own_snapshot(e, run_id) or (owner and e.is_file()))]
+    if not others:
+        return None
+    listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+    return f"{len(others)} other entries ({listed})"
+
+
+def _export_run(directory: Path) -> str | None:
+    """The run id in the `EXPORT_MARKER` of `directory` ("unknown" when unreadable; None without a marker)."""
+    marker = directory / EXPORT_MARKER
+    if not marker.is_file():
+        return None
+    try:
+        return str(json.loads(marker.read_text(encoding="utf-8"))["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+
+
+def _own_snapshot(entry: Path, run_id: str | None) -> bool:
+    """Whether `entry` is a ``step_<n>`` snapshot written by run `run_id`."""
+    return entry.is_dir() and entry.name.startswith("step_") and run_id is not None and _export_run(entry) == run_id
+
+
+def export_errors(
+    trainer: L.Trainer | None,
+    configured: str | None,
+    *,
+    inputs: Mapping[str, str | None],
+    run_id: str | None,
+    overwrite: bool,
+    key: str,
+) -> list[str]:
+    """Why a recipe may not write its final model at `configured`, else ``<log dir>/hf_model`` ([] when it may).
+
+    Without a trainer only a configured directory is checked (the default one is known once the fit starts).
+    Under a trainer it is collective, as `hf_output_dir` is.
+    """
+    if trainer is None and configured is None:
+        return []
+    out = hf_output_dir(trainer, configured) if trainer is not None else configured
+    return export_dir_errors(out, inputs=inputs, run_id=run_id, overwrite=overwrite, key=key)
+
+
+def start_export_run(module: L.LightningModule) -> None:
+    """Give a recipe's run its id (the checkpoint's when resuming) and refuse an export directory it may not write.
+
+    Called from the recipe's ``on_fit_start``: before the first step and before the logger writes anything.
+    `module` has ``run_id`` and ``export_errors()``.
+    """
+    module.run_id = module.run_id or new_run_id(module.trainer)
+    issues = module.export_errors()
+    if issues:
+        raise ExportRefused("; ".join(issues))
+
+
+def export_marker(module: L.LightningModule) -> dict[str, Any]:
+    """What a recipe's export records about its run (`EXPORT_MARKER`): run id, optimizer step, starting model."""
+    step = module._trainer.global_step if module._trainer is not None else None
+    return {"run_id": module.run_id, "step": step, "model_path": module.model_path}
+
+
 def save_hf_model(
-    model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, trainer: L.Trainer | None, rebuild: Callable
+    model: torch.nn.Module,
+    tokenizer: Any,
+    out_dir: str | Path,
+    trainer: L.Trainer | None,
+    rebuild: Callable,
+    *,
+    marker: dict[str, Any] | None = None,
 ) -> Path:
     """Write `model` (LoRA merged) and its tokenizer to `out_dir`; collective under FSDP, rank 0 writes.
+
+    The model must be finite on every rank (`refuse_nonfinite_weights` first); the folder is replaced atomically
+    (`save_pretrained`), with `marker` (run id, step) as ``bridge_export.json``.
 
     Args:
         model: The recipe's model (``self.model``; sharded under FSDP).
@@ -147,16 +283,18 @@ def save_hf_model(
         trainer: The trainer running the recipe (None outside a fit).
         rebuild: A function returning a fresh unsharded copy of the model (LoRA included) on CPU; under FSDP
             the gathered weights are loaded into it so that the export names weights as a one-device run does.
+        marker: What the export records about the run that wrote it (``bridge-pl`` version added).
     """
     out = Path(out_dir)
+    marker = {**(marker or {}), "bridge_pl": __version__}
     if is_sharded(trainer):
         state = full_state_dict(trainer)  # every rank takes part in the gather; rank 0 receives it
         if trainer.is_global_zero:
             unsharded = rebuild()
             unsharded.load_state_dict(state)
-            save_pretrained(unsharded, tokenizer, out)
+            save_pretrained(unsharded, tokenizer, out, marker=marker)
     elif trainer is None or trainer.is_global_zero:
-        save_pretrained(model, tokenizer, out)
+        save_pretrained(model, tokenizer, out, marker=marker)
     if trainer is not None:
         trainer.strategy.barrier("save_hf")
     rank_zero_info(f"saved the Hugging Face model to {out}")
@@ -182,16 +320,33 @@ def finite_step(loss: torch.Tensor | None, grad_norm: torch.Tensor, *, step: int
     )
 
 
-def refuse_nonfinite_weights(model: torch.nn.Module | None, out_dir: str | Path) -> None:
-    """Raise instead of exporting a model with a NaN or infinite parameter."""
+def refuse_nonfinite_weights(
+    model: torch.nn.Module | None, out_dir: str | Path, trainer: L.Trainer | None = None
+) -> None:
+    """Raise, on every rank, instead of exporting a model with a NaN or infinite parameter on any rank's shard.
+
+    Collective with a trainer: the ranks agree (a sum over them) before any of them enters the export's gather.
+    """
     if model is None:
         return
-    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
-    if bad:
+    bad = [name for name, p in model.named_parameters() if not _finite(p)]
+    count = len(bad)
+    if trainer is not None and trainer.world_size > 1:
+        count = int(
+            trainer.strategy.reduce(torch.tensor(float(count), device=trainer.strategy.root_device), reduce_op="sum")
+        )
+    if count:
+        first = f" (first here: {bad[0]})" if bad else " (on another rank's shard)"
         raise FloatingPointError(
-            f"refusing to write {out_dir}: {len(bad)} parameters hold NaN/inf values (first: {bad[0]}); "
+            f"refusing to write {out_dir}: {count} parameters hold NaN/inf values{first}; "
             "the training diverged (learning rate too high, fp16/bf16 precision, bad data)"
         )
+
+
+def _finite(parameter: torch.Tensor) -> bool:
+    """Whether every element of `parameter` (this rank's shard, for a DTensor) is finite."""
+    local = parameter.to_local() if hasattr(parameter, "to_local") else parameter
+    return bool(torch.isfinite(local.detach()).all())
 
 
 def total_grad_norm(model: torch.nn.Module, trainer: L.Trainer | None) -> torch.Tensor:

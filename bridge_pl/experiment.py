@@ -35,6 +35,7 @@ from typing import Any, Literal
 import yaml
 
 from bridge_pl.data.pipeline import GenerationPlan, generate_dataset, generation_plan
+from bridge_pl.task.base import DEFAULT_TASK
 
 __all__ = ["ExperimentConfig", "MethodConfig", "build_report", "load_config", "run_experiment"]
 
@@ -64,12 +65,12 @@ class MethodConfig:
     generator_overrides: dict[str, Any] = field(default_factory=dict)
     """`GeneratorConfig` fields set over the split's (e.g. {max_op: 6})."""
 
-    def plan(self, split: str) -> GenerationPlan:
-        """The generation plan of this method's SFT set on a split preset."""
+    def plan(self, split: str, task: str = DEFAULT_TASK) -> GenerationPlan:
+        """The generation plan of this method's SFT set on a split preset of `task`."""
         return generation_plan(
             split=split, style=self.style, behaviors=self.behaviors, augmentation=self.augment,
             copies=self.copies if self.augment else None, behavior_overrides=self.behavior_overrides,
-            generator_overrides=self.generator_overrides,
+            generator_overrides=self.generator_overrides, task=task,
         )  # fmt: skip
 
 
@@ -103,6 +104,8 @@ class ExperimentConfig:
     """GRPO config (e.g. configs/grpo/tiny.yaml); data paths, model_path and outputs are set per run."""
     methods: dict[str, MethodConfig]
     """Method name -> how its SFT data is written."""
+    task: str = DEFAULT_TASK
+    """The task of every data set (`bridge_pl.task.base.get_task` name): igsm, dyval-arithmetic, dyval-logic."""
     sft_split: str = "tiny_sft"
     """Split preset of the SFT problems (the same problems for every method)."""
     sets: dict[str, str] = field(default_factory=lambda: dict(TINY_SETS))
@@ -152,7 +155,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ValueError(f"{path}: eval_engine={config.eval_engine!r}: choose hf or vllm")
     for name, method in config.methods.items():  # a bad style, preset or override fails now, not hours in
         try:
-            method.plan(config.sft_split)
+            method.plan(config.sft_split, config.task)
         except ValueError as err:
             raise ValueError(f"{path}: methods.{name}: {err}") from err
     return config
@@ -190,7 +193,7 @@ class Runner:
     def shared_data(self) -> None:
         """Write the RL, validation and test sets every method shares."""
         for name, split in self.config.sets.items():
-            self._generate(self.out / "data" / name, generation_plan(split=split))
+            self._generate(self.out / "data" / name, generation_plan(split=split, task=self.config.task))
 
     def base_model(self, seed: int) -> Path:
         """The starting model of a seed: the configured directory, or a fresh tiny model initialised with the seed."""
@@ -211,7 +214,7 @@ class Runner:
         """Every stage of one (method, seed) run whose output is missing."""
         run = self.out / method / f"seed_{seed}"
         data = self.out / "data" / f"sft_{method}"
-        self._generate(data, self.config.methods[method].plan(self.config.sft_split))
+        self._generate(data, self.config.methods[method].plan(self.config.sft_split, self.config.task))
         sft_model, rft_model = run / "sft_model", run / "rft_model"
         tb = self.out / "tb"
         sft_settings = {

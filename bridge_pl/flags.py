@@ -13,20 +13,25 @@ import inspect
 import textwrap
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 __all__ = ["add_config_flags", "field_docs", "given_fields"]
 
 
-def add_config_flags(group, config: type, *, metavars: Mapping[str, str] | None = None) -> None:
+def add_config_flags(
+    group, config: type, *, metavars: Mapping[str, str] | None = None, skip: Collection[str] = ()
+) -> None:
     """Add one flag per field of the dataclass `config` (`--min-op` for `min_op`), helped by the field's docstring.
 
     The type comes from the annotation (int, float, str, a Literal, or one of them | None); bool fields get
-    `--x/--no-x`. Every flag defaults to None, "not given": the preset's value stays.
+    `--x/--no-x`. Every flag defaults to None, "not given": the preset's value stays. Fields in `skip` get none
+    (another config's flag of the same name serves them, or the field is implied).
     """
     hints, docs = typing.get_type_hints(config), field_docs(config)
     for field in dataclasses.fields(config):
+        if field.name in skip:
+            continue
         flag, help_ = "--" + field.name.replace("_", "-"), docs.get(field.name, "").replace("%", "%%") or None
         kind, choices = _flag_type(field.name, hints[field.name])
         metavar = (metavars or {}).get(field.name)
@@ -63,6 +68,6 @@ def _flag_type(name: str, hint: Any) -> tuple[type, tuple | None]:
 
 
 def given_fields(args: argparse.Namespace, config: type) -> dict[str, Any]:
-    """The fields of `config` whose flags were given (not None), in field order."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config)}
+    """The fields of `config` whose flags were given (not None), in field order (fields without a flag: never)."""
+    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(config)}
     return {name: value for name, value in values.items() if value is not None}

@@ -33,6 +33,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from bridge_pl.data.io import unwritable_dir
 from bridge_pl.modules.policy import RUN_ID_KEY, ExportRefused
+from bridge_pl.task.base import TaskError
+from bridge_pl.task.rewards import RewardError
 from callbacks.progress import PlainProgressBar, wants_plain_progress
 
 __all__ = ["BridgeCLI", "build_cli", "main"]
@@ -118,6 +120,9 @@ class BridgeCLI(LightningCLI):
         except (ValueError, FileNotFoundError) as err:
             print(f"bridge: error: {err}", file=sys.stderr)
             raise SystemExit(2) from err
+        task_errors = getattr(self.model, "task_errors", None)  # the data's task, now known, against the model's
+        if callable(task_errors) and (issues := task_errors(self.datamodule)):
+            _refuse("\n".join(issues))
 
     def _parse_ckpt_path(self) -> None:
         """Resume with the config as given, warning about each model setting that differs from the checkpoint's.
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         0 on success (and for ``--help`` / ``--print_config``), 2 for a configuration error, a refused output
-        directory or a diverged run (non-finite loss or gradient norm).
+        directory, data of another task, a reward that fails, or a diverged run (non-finite loss or gradient norm).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     # `bridge fit ...` passes its own argv while sys.argv also holds it: not the mistake Lightning warns about.
@@ -228,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         build_cli(argv)
     except SystemExit as exit_:  # jsonargparse exits on --help, --print_config and bad configs
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    except (FloatingPointError, ExportRefused) as err:  # a diverged run or a refused export: the message says it all
+    except (FloatingPointError, ExportRefused, TaskError, RewardError) as err:  # the message says it all
         print(f"bridge: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,4 +1,4 @@
-"""Fault drills: a real `kill -9` of a real training process, then a resume, ending with the weights of a run never killed.
+"""Fault drills: a real `kill -9` of a real training process, a resume, and the weights of a run never killed.
 
 Each drill trains a tiny model twice with the same settings: once straight through, once killed (SIGKILL, no
 cleanup, no Python `finally`) by `KillAtStep` mid-run and then resumed (`bridge fit --ckpt_path last.ckpt`, or
@@ -105,8 +105,9 @@ def drill(tmp_path: Path, fit: list[str], name: str, max_steps: int, kill_at: in
     """Straight run vs killed-at-`kill_at` + resumed run of `fit` (a `bridge fit` argv); equal weights at the end."""
 
     def run(where: str, *extra: str, kill: int | None = None) -> subprocess.CompletedProcess:
-        argv = [*fit, "--trainer.max_steps", str(max_steps), "--trainer.logger.init_args.save_dir",
-                str(tmp_path / where / "runs"), "--model.init_args.hf_output_dir", str(tmp_path / where / "hf"), *extra]  # fmt: skip
+        argv = [*fit, "--trainer.max_steps", str(max_steps),
+                "--trainer.logger.init_args.save_dir", str(tmp_path / where / "runs"),
+                "--model.init_args.hf_output_dir", str(tmp_path / where / "hf"), *extra]  # fmt: skip
         return bridge(argv, tmp_path, kill)
 
     ok(run("straight"))

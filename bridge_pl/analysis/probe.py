@@ -18,7 +18,6 @@ from bridge_pl.analysis.influence import GradientSpace, InfluenceTerms, group_gr
 from bridge_pl.data.prompt_sets import PromptSet
 from bridge_pl.rl.logprobs import CompletionBatch
 from bridge_pl.rollout.base import Completion, SamplingConfig
-from bridge_pl.task.verify import strict_match_reward
 
 __all__ = ["ProbeRollouts", "measure_influence", "sample_probe"]
 
@@ -40,10 +39,10 @@ class ProbeRollouts:
 
 
 def sample_probe(sample: Sampler, probe: PromptSet, n: int, sampling: SamplingConfig, seed: int) -> ProbeRollouts:
-    """`n` rollouts of every probe prompt from `sample(prompt_ids, n, sampling, seed)`, scored by strict match."""
+    """`n` rollouts of every probe prompt from `sample(prompt_ids, n, sampling, seed)`, judged by the probe's task."""
     groups = sample(probe.prompt_ids, n, sampling, seed)
     correct = [
-        [strict_match_reward(c.text, truth) == 1.0 for c in group]
+        [probe.task.is_correct(c.text, truth) for c in group]
         for group, truth in zip(groups, probe.ground_truth, strict=True)
     ]
     return ProbeRollouts(probe, groups, correct)

@@ -18,13 +18,53 @@ With every behavior off the answer is exactly the plain CoT of `bridge_pl.task.c
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, Protocol
 
 from bridge_pl.task.cot import ANALYSIS_TABLES, StepWriter
-from bridge_pl.task.problem import Problem
 
-__all__ = ["BehaviorConfig", "BehaviorStats", "PRESETS", "Preset", "behavior_preset", "render_bridge_answer"]
+__all__ = [
+    "BehaviorConfig",
+    "BehaviorStats",
+    "PRESETS",
+    "Plan",
+    "Preset",
+    "StepWriterLike",
+    "behavior_preset",
+    "render_bridge_answer",
+]
+
+
+class Plan(Protocol):
+    """The task-neutral solution plan behavior injection walks: any DAG-structured problem."""
+
+    topo: Sequence[int]
+    """The necessary nodes in a solution order, the target last."""
+    redundant: Sequence[int]
+    """Nodes that feed no necessary node (distractors), candidates for a premature attempt."""
+
+
+class StepWriterLike(Protocol):
+    """A task's answer writer: its wording of each step; the schedule of `render_bridge_answer` decides the steps.
+
+    ``step(node)`` writes the node's step: computed when every input is solved (the node joins `solved`), else
+    a failed attempt whose reflection names the missing inputs (`failed_attempts` + 1); a node stepped on
+    again after it was named is a revisit. `finish` wraps the lines in the answer frame.
+    """
+
+    solved: set[int]
+    lines: list[str]
+    failed_attempts: int
+    revisits: int
+    analyses: int
+
+    def step(self, node_id: int) -> str: ...
+
+    def finish(self) -> str: ...
+
+
+WriterFactory = Callable[..., StepWriterLike]  # (plan, rng, *, subgoal, analysis_level) -> writer
 
 Preset = Literal["vanilla", "exploration", "exploitation", "full"]
 
@@ -88,11 +128,15 @@ class BehaviorStats:
 
 
 def render_bridge_answer(
-    problem: Problem, rng: random.Random, config: BehaviorConfig | None = None
+    problem: Plan, rng: random.Random, config: BehaviorConfig | None = None, *, make_writer: WriterFactory = StepWriter
 ) -> tuple[str, BehaviorStats]:
-    """Write a CoT answer with the behaviors of `config` injected; returns the text and what was injected."""
+    """Write a CoT answer with the behaviors of `config` injected; returns the text and what was injected.
+
+    `make_writer` builds the task's step writer (default: iGSM's `StepWriter`); the schedule here is the task's
+    only in `problem.topo` and `problem.redundant`.
+    """
     config = config or BehaviorConfig()
-    writer = StepWriter(problem, rng, subgoal=config.subgoal, analysis_level=config.analysis_level)
+    writer = make_writer(problem, rng, subgoal=config.subgoal, analysis_level=config.analysis_level)
     topo = problem.topo
     cursor, last_ok, early_solves = 0, False, 0
     while cursor < len(topo):
@@ -119,7 +163,7 @@ def render_bridge_answer(
     return writer.finish(), stats
 
 
-def _can_attempt(problem: Problem, config: BehaviorConfig, solved: set[int], cursor: int) -> bool:
+def _can_attempt(problem: Plan, config: BehaviorConfig, solved: set[int], cursor: int) -> bool:
     """Whether an attempt could hit an unsolved node (keeps high exploration rates from looping forever).
 
     Once the target is solved early the answer is complete, so exploration stops there and the target's
@@ -134,7 +178,7 @@ def _can_attempt(problem: Problem, config: BehaviorConfig, solved: set[int], cur
     return (later_open and config.redundant_attempt < 1) or (redundant_open and config.redundant_attempt > 0)
 
 
-def _attempt_target(problem: Problem, rng: random.Random, config: BehaviorConfig, cursor: int) -> int:
+def _attempt_target(problem: Plan, rng: random.Random, config: BehaviorConfig, cursor: int) -> int:
     """The node of a premature attempt: a redundant node, or a later necessary node (the target included)."""
     if problem.redundant and rng.random() < config.redundant_attempt:
         return rng.choice(problem.redundant)

@@ -32,6 +32,7 @@ from typing import Any, Literal, NamedTuple
 
 from bridge_pl import __version__
 from bridge_pl.data.records import COLUMNS
+from bridge_pl.task.base import DEFAULT_TASK, Task, TaskError, get_task, task_of_config
 
 __all__ = [
     "CONFIG_FILE",
@@ -39,6 +40,8 @@ __all__ = [
     "FAILURES_FILE",
     "DatasetError",
     "RowLocation",
+    "data_task",
+    "dataset_task",
     "iter_dataset",
     "iter_located_rows",
     "prepare_output_dir",
@@ -355,6 +358,45 @@ def iter_located_rows(
         raise DatasetError(
             f"{path}: the dataset has no rows; expected at least one row with columns {', '.join(required)}"
         )
+
+
+def dataset_task(path: str | os.PathLike, task: str | Task | None = None, config: dict | None = None) -> Task:
+    """The task of the dataset at `path`: its dataset_config.json's, checked against `task` when one is given.
+
+    Raises:
+        TaskError: `task` is given and the dataset was written by another task (both are named).
+    """
+    config = read_dataset_config(path) if config is None else config
+    recorded = task_of_config(config)
+    if task is None:
+        return recorded
+    wanted = get_task(task)
+    if config is not None and (config.get("task") or DEFAULT_TASK) != wanted.name and "command" in config:
+        raise TaskError(
+            f"{path} holds {recorded.name} data (dataset_config.json) but the task is {wanted.name}; "
+            f"use --task {recorded.name} or data of the {wanted.name} task"
+        )
+    return wanted
+
+
+def data_task(paths: dict[str, str | os.PathLike | None], task: str | Task | None = None) -> Task:
+    """The one task of several data files (`paths` by config key): `task` checked against each, else theirs.
+
+    Raises:
+        TaskError: A file of another task than `task`, or (without `task`) files of two tasks, naming both.
+    """
+    found: dict[str, tuple[str, Task]] = {}
+    for key, path in paths.items():
+        if path is not None:
+            try:
+                found[key] = (str(path), dataset_task(path, task))
+            except TaskError as err:
+                raise TaskError(f"{key}: {err}") from err
+    names = {t.name for _, t in found.values()}
+    if len(names) > 1:
+        listed = "; ".join(f"{key}={path} is {t.name}" for key, (path, t) in found.items())
+        raise TaskError(f"the data files are of different tasks ({listed}); use files of one task")
+    return get_task(task) if task is not None or not found else next(iter(found.values()))[1]
 
 
 def read_dataset_config(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from bridge_pl.data.io import (
     DATA_FILES,
     FAILURES_FILE,
     Format,
+    dataset_task,
     iter_dataset,
     prepare_output_dir,
     read_dataset,
@@ -50,9 +51,8 @@ from bridge_pl.data.records import (
     row_problem,
 )
 from bridge_pl.data.stats import dataset_stats
-from bridge_pl.task.generator import GenerationError, GeneratorConfig
-from bridge_pl.task.presets import split_preset
-from bridge_pl.task.verify import check_cot, strict_match_reward
+from bridge_pl.task.base import DEFAULT_TASK, Task, get_task
+from bridge_pl.task.generator import GenerationError
 
 __all__ = [
     "AugmentReport",
@@ -80,17 +80,21 @@ PathLike = str | os.PathLike
 class GenerationPlan:
     """Everything that determines a generated dataset (and nothing that does not, e.g. the worker count)."""
 
-    generator: GeneratorConfig
+    generator: Any
     seed: int
     size: int
     split: str | None
     style: AnswerStyle
     augmentation: Augmentation | None
     copies: int
+    task: str = DEFAULT_TASK
+    """The task's registry name (`bridge_pl.task.base.get_task`)."""
 
     def config(self) -> dict[str, Any]:
-        """The dataset_config.json entries of this plan."""
+        """The dataset_config.json entries of this plan (``task`` only for another task than the default)."""
+        named = {} if self.task == DEFAULT_TASK else {"task": self.task}  # iGSM configs stay byte-identical
         return {
+            **named,
             "command": "generate",
             "split": self.split,
             "seed": self.seed,
@@ -114,11 +118,13 @@ def generation_plan(
     behaviors: Preset | None = None,
     generator_overrides: Mapping[str, Any] | None = None,
     behavior_overrides: Mapping[str, Any] | None = None,
+    task: str | Task | None = None,
 ) -> GenerationPlan:
     """The plan of a dataset: a split preset (or the defaults) with overrides; a ValueError lists every problem.
 
     Args:
-        split: A preset of `bridge_pl.task.presets.SPLITS`: seed, size, difficulty and answer style.
+        split: A preset of the task's splits (iGSM: `bridge_pl.task.presets.SPLITS`): seed, size, difficulty
+            and answer style.
         size: Number of problems (rows are `copies` times more with an augmentation); required without `split`.
         seed: Seed of the problem stream (default: the split's, else 0).
         style: "plain", "no-cot" or "bridge" (default: the split's; behaviors imply "bridge").
@@ -127,8 +133,13 @@ def generation_plan(
         behaviors: BRIDGE behavior preset ("vanilla", "exploration", "exploitation", "full"; default "full").
         generator_overrides: `GeneratorConfig` fields replacing the split's, e.g. {"min_op": 10}.
         behavior_overrides: `BehaviorConfig` fields replacing the preset's, e.g. {"exploration": 0.3}.
+        task: The task (registry name or Task; default iGSM).
     """
-    preset = split_preset(split) if split else None
+    task = get_task(task)
+    splits = task.splits()
+    if split and split not in splits:
+        raise ValueError(f"unknown split {split!r} for task {task.name}; choose one of {', '.join(splits)}")
+    preset = splits[split] if split else None
     errors = []
     size = size if size is not None else (preset.size if preset else None)
     if size is None:
@@ -138,9 +149,9 @@ def generation_plan(
     errors.extend(_copies_errors(copies, augmentation))
     generator = None
     try:
-        generator = _replaced(preset.generator if preset else GeneratorConfig(), generator_overrides)
+        generator = _replaced(preset.generator if preset else task.default_config(), generator_overrides)
     except ValueError as err:
-        errors.extend(_error_lines(_flag_words(str(err))))
+        errors.extend(_error_lines(_flag_words(str(err), task.config_type)))
     default_style = "plain" if preset is None or preset.cot else "no-cot"
     try:
         answer_style = _answer_style(style, default_style, behaviors, behavior_overrides)
@@ -149,7 +160,8 @@ def generation_plan(
     if errors:
         raise ValueError("invalid options:\n  " + "\n  ".join(errors))
     seed = seed if seed is not None else (preset.seed if preset else 0)
-    return GenerationPlan(generator, seed, size, split, answer_style, augmentation, 4 if copies is None else copies)
+    copies = 4 if copies is None else copies
+    return GenerationPlan(generator, seed, size, split, answer_style, augmentation, copies, task.name)
 
 
 def generate_dataset(
@@ -169,7 +181,7 @@ def generate_dataset(
     try:  # staged: a failure leaves `out` as it was (not created, or the old dataset byte-identical)
         return write_dataset(out, rows, config=plan.config(), fmt=fmt, overwrite=overwrite)
     except GenerationError as err:
-        raise GenerationError(_knob_flags(str(err))) from err
+        raise GenerationError(_knob_flags(str(err), get_task(plan.task).config_type)) from err
 
 
 def rows_chunk(plan: GenerationPlan, start: int, count: int) -> list[dict[str, Any]]:
@@ -183,6 +195,7 @@ def rows_chunk(plan: GenerationPlan, start: int, count: int) -> list[dict[str, A
         split=plan.split,
         augmentation=plan.augmentation,
         copies=plan.copies,
+        task=plan.task,
     )
     return list(rows)
 
@@ -258,16 +271,17 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _flag_words(message: str) -> str:
-    """A config error in the words of the flags: "min_op=25" -> "--min-op=25"."""
-    names = [f.name for config in (GeneratorConfig, BehaviorConfig) for f in fields(config)]
+def _flag_words(message: str, generator: type | None = None) -> str:
+    """A config error in the words of the flags: "min_op=25" -> "--min-op=25" (`generator`: the task's config)."""
+    configs = (generator or get_task().config_type, BehaviorConfig)
+    names = [f.name for config in configs for f in fields(config)]
     return re.sub(rf"(?<![\w-])({'|'.join(names)})=", lambda match: _flag(match[1]) + "=", message)
 
 
-def _knob_flags(message: str) -> str:
+def _knob_flags(message: str, generator: type) -> str:
     """A generator hint in the words of the flags: "raise max_attempts" -> "raise --max-attempts"."""
-    message = re.sub(r"(?<![\w-])min_op\.\.max_op(?![\w-])", "--min-op/--max-op", _flag_words(message))
-    names = [f.name for f in fields(GeneratorConfig)]
+    message = re.sub(r"(?<![\w-])min_op\.\.max_op(?![\w-])", "--min-op/--max-op", _flag_words(message, generator))
+    names = [f.name for f in fields(generator)]
     return re.sub(rf"(?<![\w-])({'|'.join(names)})(?![\w=-])", lambda match: _flag(match[1]), message)
 
 
@@ -309,6 +323,7 @@ def augment_dataset(
     fmt: Format = "jsonl",
     overwrite: bool = False,
     progress: Progress | None = None,
+    task: str | Task | None = None,
 ) -> AugmentReport:
     """Rewrite the dataset `input` (ours or the official files) with `method` into `out`, failures listed apart.
 
@@ -323,6 +338,8 @@ def augment_dataset(
         fmt: "jsonl" or "parquet".
         overwrite: Replace an existing dataset in `out`.
         progress: Called as input rows are rewritten.
+        task: The input's task (default: the one its dataset_config.json names, else iGSM); a different one
+            than the config names is refused.
     """
     style = _augment_style(Path(input), Path(out), method, behaviors, behavior_overrides)
     copies_errors = _copies_errors(copies, method)
@@ -331,11 +348,14 @@ def augment_dataset(
     copies = 4 if copies is None else copies
     prepare_output_dir(out, overwrite)
     source_config = read_dataset_config(input)
+    task = dataset_task(input, task, source_config)
     modulus = modulus if modulus is not None else _config_modulus(source_config)
     rows = read_dataset(input, required=("query", "response") if method in AUGMENTATIONS else ("query",))
     counted = _counted(rows, progress)
-    result = augment_rows(counted, method, behaviors=style.behaviors if style else None, copies=copies, modulus=modulus)
+    behaviors = style.behaviors if style else None
+    result = augment_rows(counted, method, behaviors=behaviors, copies=copies, modulus=modulus, task=task)
     config = {
+        **({} if task.name == DEFAULT_TASK else {"task": task.name}),
         "command": "augment",
         "method": method,
         "style": style.tag if style else method,
@@ -412,33 +432,35 @@ class VerifyReport:
     """Without a known modulus: why the failures look like arithmetic modulo a number, and which --modulus to pass."""
 
 
-def verify_dataset(path: PathLike, *, modulus: int | None = None) -> VerifyReport:
-    """Check every answer of a dataset: strict-match reward against final_answer and the CoT checker.
+def verify_dataset(path: PathLike, *, modulus: int | None = None, task: str | Task | None = None) -> VerifyReport:
+    """Check every answer of a dataset: the task's judge against final_answer and its CoT checker.
 
     The modulus is `modulus`, else the dataset config's, else each row's own `dag` (plain integers without one).
+    The task is the one the dataset's config names (`task`, when given, must agree).
     """
-    modulus = modulus if modulus is not None else _config_modulus(read_dataset_config(path))
+    config = read_dataset_config(path)
+    task = dataset_task(path, task, config)
+    modulus = modulus if modulus is not None else _config_modulus(config)
     rows = rewards = 0
     failures: list[tuple[int, list[str]]] = []
     notes: list[tuple[int, str]] = []
     unknown_modulus: list[dict[str, Any]] = []  # failed rows checked as plain integers, for the hint
     for number, row in enumerate(iter_dataset(path, required=("query", "response", "final_answer"))):
         rows += 1
-        reward = strict_match_reward(row["response"], row["final_answer"])
+        reward = float(task.is_correct(row["response"], row["final_answer"]))
         rewards += reward
         row_modulus = modulus if modulus is not None else _dag_modulus(row)
-        check = check_cot(row["response"], expected_answer=row["final_answer"], modulus=row_modulus)
-        errors = list(check.errors)
-        question_error = _question_answer_error(row, row_modulus, notes, number)
+        errors = task.check_answer(row["query"], row["response"], row["final_answer"], modulus=row_modulus)
+        question_error = _question_answer_error(row, row_modulus, notes, number, task)
         if question_error:
             errors.append(question_error)
         if reward < 1 and not errors:
             errors.append(f"the boxed answer does not match final_answer {row['final_answer']}")
-        if errors or not check.ok:
-            failures.append((number, errors or ["the checker rejected the answer"]))
+        if errors:
+            failures.append((number, errors))
             if row_modulus is None and len(unknown_modulus) < MODULUS_HINT_ROWS:
                 unknown_modulus.append({"row": row, "errors": errors})
-    hint = _modulus_hint(unknown_modulus) if unknown_modulus else None
+    hint = _modulus_hint(unknown_modulus, task) if unknown_modulus else None
     return VerifyReport(rows, rewards / rows if rows else 0.0, failures, notes, hint)
 
 
@@ -454,7 +476,7 @@ def _dag_modulus(row: dict[str, Any]) -> int | None:
     return modulus if isinstance(modulus, int) and not isinstance(modulus, bool) and modulus > 0 else None
 
 
-def _modulus_hint(failed: list[dict[str, Any]]) -> str | None:
+def _modulus_hint(failed: list[dict[str, Any]], task: Task) -> str | None:
     """Whether rows checked as plain integers fail as arithmetic modulo N would, and the `--modulus N` to pass.
 
     Each mismatch "printed a, computed b" with 0 <= a says b = a (mod N) for a modulus N > a: N divides
@@ -475,8 +497,8 @@ def _modulus_hint(failed: list[dict[str, Any]]) -> str | None:
         return None
     candidate = _smallest_divisor_above(divisor, largest)
     passing = all(
-        check_cot(item["row"]["response"], expected_answer=item["row"]["final_answer"], modulus=candidate).ok
-        for item in failed
+        not task.check_answer(row["query"], row["response"], row["final_answer"], modulus=candidate)
+        for row in (item["row"] for item in failed)
     )
     seen = f"every mismatch is a multiple of {divisor} and every printed number lies in 0..{largest}"
     if passing:
@@ -494,7 +516,7 @@ def _smallest_divisor_above(number: int, floor: int) -> int:
 
 
 def _question_answer_error(
-    row: dict[str, Any], modulus: int | None, notes: list[tuple[int, str]], number: int
+    row: dict[str, Any], modulus: int | None, notes: list[tuple[int, str]], number: int, task: Task
 ) -> str | None:
     """Why final_answer is not the answer of the row's own question (its `dag`, else its re-parsed text), or None.
 
@@ -504,15 +526,16 @@ def _question_answer_error(
     # The question alone: the response under test must not shape the problem it is checked against.
     unlabelled = {key: value for key, value in row.items() if key not in ("final_answer", "num_ops", "response")}
     try:
-        problem = row_problem(unlabelled, modulus=modulus)
+        problem = row_problem(unlabelled, modulus=modulus, task=task)
     except ValueError as err:
         if row.get("dag"):
             return f"cannot read the row's dag to recheck final_answer: {err}"
         notes.append((number, f"question not re-parsed, final_answer unchecked against it: {err}"))
         return None
-    if str(problem.answer) != str(row["final_answer"]):
+    truth = task.ground_truth(problem)
+    if str(truth) != str(row["final_answer"]):
         source = "dag" if row.get("dag") else "question"
-        return f"final_answer {row['final_answer']} is wrong for the row's {source}: expected {problem.answer}"
+        return f"final_answer {row['final_answer']} is wrong for the row's {source}: expected {truth}"
     return None
 
 

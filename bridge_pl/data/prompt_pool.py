@@ -23,9 +23,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
 from bridge_pl.data.encoding import check_length_fits_model, encode_prompts, load_chat_tokenizer, pad_left
+from bridge_pl.data.io import data_task
 from bridge_pl.data.loaders import EpochSampler, ExampleList, ResumableLoader, data_parallel_replica
 from bridge_pl.data.prompts import ChatTemplate
 from bridge_pl.data.rows import check_final_answers, check_text_columns, read_rows
+from bridge_pl.task.base import Task
 
 __all__ = ["PromptPoolDataModule", "prompt_collate"]
 
@@ -74,6 +76,9 @@ class PromptPoolDataModule(L.LightningDataModule):
         chat_template: "model" (the tokenizer's own) or "llama-minimal" (the paper's template for Llama models).
         trust_remote_code: Allow tokenizer code shipped inside the model directory (the CLI links it to the
             model's ``trust_remote_code``).
+        task: The prompts' task (`bridge_pl.task.base.get_task` name); None takes the one the files' own
+            dataset_config.json names (iGSM without one). Files of another task are refused. The GRPO module
+            judges completions with it (``self.task``).
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class PromptPoolDataModule(L.LightningDataModule):
         num_workers: int = 0,
         chat_template: ChatTemplate = "model",
         trust_remote_code: bool = False,
+        task: str | None = None,
     ) -> None:
         super().__init__()
         _validate_args(
@@ -110,6 +116,8 @@ class PromptPoolDataModule(L.LightningDataModule):
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.max_prompt_length, self.batch_size, self.shuffle, self.seed = max_prompt_length, batch_size, shuffle, seed
         self.overlong, self.num_workers, self.chat_template = overlong, num_workers, chat_template
+        self.task_name = task
+        self.task: Task | None = None  # resolved in setup from task and the files
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pad_id: int | None = None
         self.examples: dict[str, list[dict[str, Any]]] = {}
@@ -135,6 +143,8 @@ class PromptPoolDataModule(L.LightningDataModule):
         required = {"fit": "train", "validate": "val", "test": "test", "predict": "test"}.get(stage)
         if required is not None and self.paths[required] is None:
             raise ValueError(f"data.{required}_path is not set, but `{stage}` needs {required} prompts")
+        if self.task is None:
+            self.task = data_task({f"data.{split}_path": path for split, path in self.paths.items()}, self.task_name)
         for split in splits.get(stage, SPLITS):
             if self.paths[split] is not None and split not in self.examples:
                 self.examples[split] = self._load(split)
@@ -182,7 +192,7 @@ class PromptPoolDataModule(L.LightningDataModule):
         path, key = self.paths[split], f"data.{split}_path"
         rows, locations = read_rows(path, key, ("query", "final_answer"), self.limits[split])
         check_text_columns(rows, ("query",), locations, key)
-        check_final_answers(rows, locations, key)
+        check_final_answers(rows, locations, key, self.task)
         return self._fit(encode_prompts(self.tokenizer, rows), split, key)
 
     def _fit(self, examples: list[dict[str, Any]], split: str, key: str) -> list[dict[str, Any]]:

@@ -38,10 +38,8 @@ from typing import Any, Literal, get_args
 
 from bridge_pl.augment.baselines import permute_premises, reorder_solution
 from bridge_pl.augment.bridge import PRESETS, BehaviorConfig, render_bridge_answer
-from bridge_pl.task.cot import render_no_cot, render_plain_cot
-from bridge_pl.task.generator import GeneratorConfig, iter_problems, stream_rng
-from bridge_pl.task.problem import Problem
-from bridge_pl.task.question import render_question
+from bridge_pl.task.base import Task, get_task
+from bridge_pl.task.generator import stream_rng
 
 __all__ = [
     "AUGMENTATIONS",
@@ -118,13 +116,14 @@ class AnswerStyle:
         except (TypeError, ValueError) as err:
             raise ValueError(f"unknown answer style {tag!r}: {err}") from err
 
-    def render(self, problem: Problem, rng: random.Random) -> tuple[str, dict[str, int] | None]:
-        """The answer text and, for BRIDGE, the counts of what was injected."""
+    def render(self, problem: Any, rng: random.Random, task: Task | None = None) -> tuple[str, dict[str, int] | None]:
+        """The answer text in `task`'s wording (default iGSM) and, for BRIDGE, the counts of what was injected."""
+        task = get_task(task)
         if self.kind == "plain":
-            return render_plain_cot(problem, rng), None
+            return task.plain_cot(problem, rng), None
         if self.kind == "no-cot":
-            return render_no_cot(problem, rng), None
-        text, stats = render_bridge_answer(problem, rng, self.behaviors)
+            return task.no_cot(problem, rng), None
+        text, stats = render_bridge_answer(problem, rng, self.behaviors, make_writer=task.step_writer)
         return text, asdict(stats)
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,16 +154,16 @@ def answer_rng(style_tag: str, seed: object, index: object, copy: int = 0) -> ra
     return stream_rng("answer", style_tag, seed, index, copy)
 
 
-def _stream_id(problem: Problem, query: str | None = None) -> tuple[object, object]:
+def _stream_id(problem: Any, query: str | None = None, task: Task | None = None) -> tuple[object, object]:
     """(seed, index) naming a problem's answer streams; problems read from text use a digest of their question."""
     if problem.seed is not None and problem.index is not None:
         return problem.seed, problem.index
-    text = render_question(problem) if query is None else query
+    text = get_task(task).question(problem) if query is None else query
     return "text", hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def make_row(
-    problem: Problem,
+    problem: Any,
     response: str,
     *,
     style: str,
@@ -172,30 +171,33 @@ def make_row(
     copy: int = 0,
     behaviors: dict[str, int] | None = None,
     query: str | None = None,
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """One dataset row (every column of `COLUMNS`, in order); the query defaults to the rendered question."""
+    task = get_task(task)
     return {
-        "query": render_question(problem) if query is None else query,
+        "query": task.question(problem) if query is None else query,
         "response": response,
-        "num_ops": problem.num_ops,
-        "final_answer": problem.answer,
+        "num_ops": task.num_ops(problem),
+        "final_answer": task.ground_truth(problem),
         "seed": problem.seed,
         "index": problem.index,
         "split": split,
         "style": style,
         "copy": copy,
         "behaviors": behaviors,
-        "dag": problem.to_dict(),
+        "dag": task.problem_to_dict(problem),
     }
 
 
 def problem_rows(
-    problem: Problem,
+    problem: Any,
     style: AnswerStyle,
     *,
     split: str | None = None,
     augmentation: Augmentation | None = None,
     copies: int = 4,
+    task: Task | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of one problem: one row, or `copies` rows (the original first) with an augmentation.
 
@@ -206,14 +208,16 @@ def problem_rows(
         augmentation: None, "pp-aug" (same answer, premises shuffled) or "rc-aug" (same question, other
             solution orders).
         copies: Rows per problem with an augmentation, the original included; unused without one.
+        task: The problem's task (default iGSM).
 
     Returns:
         The rows, copy 0 first.
     """
-    seed, index = _stream_id(problem)
+    task = get_task(task)
+    seed, index = _stream_id(problem, task=task)
     if augmentation is None:
-        text, behaviors = style.render(problem, answer_rng(style.tag, seed, index))
-        return [make_row(problem, text, style=style.tag, split=split, behaviors=behaviors)]
+        text, behaviors = style.render(problem, answer_rng(style.tag, seed, index), task)
+        return [make_row(problem, text, style=style.tag, split=split, behaviors=behaviors, task=task)]
     variants = _variants(problem, augmentation, copies, seed, index)
     tag = augmented_tag(augmentation, style.tag)
     rows = []
@@ -221,12 +225,12 @@ def problem_rows(
         # PP-Aug: every copy shares the original answer (copy 0's stream); RC-Aug: each order has its own.
         answer_source = problem if augmentation == "pp-aug" else variant
         answer_copy = 0 if augmentation == "pp-aug" else copy
-        text, behaviors = style.render(answer_source, answer_rng(style.tag, seed, index, answer_copy))
-        rows.append(make_row(variant, text, style=tag, split=split, copy=copy, behaviors=behaviors))
+        text, behaviors = style.render(answer_source, answer_rng(style.tag, seed, index, answer_copy), task)
+        rows.append(make_row(variant, text, style=tag, split=split, copy=copy, behaviors=behaviors, task=task))
     return rows
 
 
-def _variants(problem: Problem, augmentation: str, copies: int, seed: object, index: object) -> list[Problem]:
+def _variants(problem: Any, augmentation: str, copies: int, seed: object, index: object) -> list[Any]:
     """The problem and its `copies - 1` augmented variants (premise orders or solution orders)."""
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation {augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
@@ -239,7 +243,7 @@ def _variants(problem: Problem, augmentation: str, copies: int, seed: object, in
 
 
 def generate_rows(
-    config: GeneratorConfig,
+    config: Any,
     seed: int,
     count: int,
     style: AnswerStyle,
@@ -248,10 +252,12 @@ def generate_rows(
     split: str | None = None,
     augmentation: Augmentation | None = None,
     copies: int = 4,
+    task: Task | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Rows of problems `start`, ..., `start + count - 1` of the stream `seed` (see `problem_rows`)."""
-    for problem in iter_problems(config, seed, count, start):
-        yield from problem_rows(problem, style, split=split, augmentation=augmentation, copies=copies)
+    """Rows of problems `start`, ..., `start + count - 1` of `task`'s stream `seed` (see `problem_rows`)."""
+    task = get_task(task)
+    for problem in task.iter_problems(config, seed, count, start):
+        yield from problem_rows(problem, style, split=split, augmentation=augmentation, copies=copies, task=task)
 
 
 # ------------------------------------------------------------------------------------------------ rewriting
@@ -289,37 +295,36 @@ class AugmentResult:
     rewritten: int = 0
 
 
-def row_problem(row: dict[str, Any], *, modulus: int | None = None) -> Problem:
+def row_problem(row: dict[str, Any], *, modulus: int | None = None, task: Task | None = None) -> Any:
     """The problem of a row: its `dag` column when present, else rebuilt from `query` and `response`.
 
     Raises:
         ValueError: The row has no question, its DAG or text cannot be read (`ExtractionError`,
             `ProblemError`), or its `final_answer` / `num_ops` disagree with the problem.
     """
+    task = get_task(task)
     dag = row.get("dag")
     if dag:
-        problem = Problem.from_dict(json.loads(dag) if isinstance(dag, str) else dag)
+        problem = task.problem_from_dict(json.loads(dag) if isinstance(dag, str) else dag)
     else:
         query = row.get("query")
         if not isinstance(query, str) or not query.strip():
             raise ValueError("the row has no question text in its query column")
-        from bridge_pl.task.extract import extract_problem  # the extractor is large; only text rows need it
-
-        problem = extract_problem(query, row.get("response"), modulus=modulus)
+        problem = task.problem_from_text(query, row.get("response"), modulus=modulus)
         if problem.seed is None and row.get("seed") is not None and row.get("index") is not None:
             problem.seed, problem.index = row["seed"], row["index"]
-    _check_labels(row, problem)
+    _check_labels(row, problem, task)
     return problem
 
 
-def _check_labels(row: dict[str, Any], problem: Problem) -> None:
+def _check_labels(row: dict[str, Any], problem: Any, task: Task) -> None:
     """Refuse a row whose stored answer or op count disagrees with its problem (a wrong label stays wrong)."""
-    final_answer = row.get("final_answer")
-    if final_answer is not None and str(final_answer) != str(problem.answer):
-        raise ValueError(f"final_answer is {final_answer} but the problem's equations give {problem.answer}")
-    num_ops = row.get("num_ops")
-    if num_ops is not None and str(num_ops) != str(problem.num_ops):
-        raise ValueError(f"num_ops is {num_ops} but the problem has {problem.num_ops} operations")
+    final_answer, truth = row.get("final_answer"), task.ground_truth(problem)
+    if final_answer is not None and str(final_answer) != str(truth):
+        raise ValueError(f"final_answer is {final_answer} but the problem's equations give {truth}")
+    num_ops, ops = row.get("num_ops"), task.num_ops(problem)
+    if num_ops is not None and str(num_ops) != str(ops):
+        raise ValueError(f"num_ops is {num_ops} but the problem has {ops} operations")
 
 
 def augment_rows(
@@ -329,6 +334,7 @@ def augment_rows(
     behaviors: BehaviorConfig | None = None,
     copies: int = 4,
     modulus: int | None = None,
+    task: Task | None = None,
 ) -> AugmentResult:
     """Rewrite existing rows (ours or official ones): new answers, or PP-Aug / RC-Aug copies.
 
@@ -342,6 +348,7 @@ def augment_rows(
         behaviors: The behaviors of "bridge" (default: the paper's full BRIDGE).
         copies: Rows per input row for PP-Aug / RC-Aug, the original included.
         modulus: The arithmetic modulus of text-only rows (None: plain integers, as the paper).
+        task: The rows' task (default iGSM).
 
     Returns:
         The rewritten rows, the failures and the number of rewritten input rows.
@@ -352,11 +359,11 @@ def augment_rows(
         raise ValueError(f"behavior settings only apply to --method bridge, not {method!r}")
     if method in AUGMENTATIONS and copies < 1:
         raise ValueError(f"copies={copies}: need at least 1 (the original row); pass --copies 1 or more")
-    result = AugmentResult()
+    result, task = AugmentResult(), get_task(task)
     for number, row in enumerate(rows):
         try:
-            problem = row_problem(row, modulus=modulus)
-            new_rows = _rewrite(row, problem, method, behaviors, copies)
+            problem = row_problem(row, modulus=modulus, task=task)
+            new_rows = _rewrite(row, problem, method, behaviors, copies, task)
         except ValueError as err:  # ExtractionError and ProblemError are ValueErrors: the row's own fault
             result.failures.append(RowFailure(number, str(err), row.get("query")))
             continue
@@ -379,26 +386,27 @@ def _base_style(tag: str | None) -> AnswerStyle:
 
 
 def _rewrite(
-    row: dict[str, Any], problem: Problem, method: str, behaviors: BehaviorConfig | None, copies: int
+    row: dict[str, Any], problem: Any, method: str, behaviors: BehaviorConfig | None, copies: int, task: Task
 ) -> list[dict[str, Any]]:
     """The new rows of one input row."""
     query, split = row["query"], row.get("split")
-    seed, index = _stream_id(problem, query)
+    seed, index = _stream_id(problem, query, task)
     if method not in AUGMENTATIONS:
         style = AnswerStyle(method, behaviors if method == "bridge" else None)  # type: ignore[arg-type]
-        text, counts = style.render(problem, answer_rng(style.tag, seed, index))
-        return [make_row(problem, text, style=style.tag, split=split, behaviors=counts, query=query)]
+        text, counts = style.render(problem, answer_rng(style.tag, seed, index), task)
+        return [make_row(problem, text, style=style.tag, split=split, behaviors=counts, query=query, task=task)]
     response = row.get("response")
     if not isinstance(response, str) or not response:
         raise ValueError(f"{method} keeps the original answer, but the row has no response")
     base = _base_style(row.get("style"))
     tag = augmented_tag(method, base.tag)
     variants = _variants(problem, method, copies, seed, index)
-    out = [make_row(problem, response, style=tag, split=split, behaviors=row.get("behaviors"), query=query)]
+    keep = row.get("behaviors")
+    out = [make_row(problem, response, style=tag, split=split, behaviors=keep, query=query, task=task)]
     for copy, variant in enumerate(variants[1:], start=1):
         if method == "pp-aug":
             text, counts = response, row.get("behaviors")
         else:
-            text, counts = base.render(variant, answer_rng(base.tag, seed, index, copy))
-        out.append(make_row(variant, text, style=tag, split=split, copy=copy, behaviors=counts))
+            text, counts = base.render(variant, answer_rng(base.tag, seed, index, copy), task)
+        out.append(make_row(variant, text, style=tag, split=split, copy=copy, behaviors=counts, task=task))
     return out

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge_pl.data.io import DatasetError, RowLocation, iter_located_rows
+from bridge_pl.task.base import Task, get_task
 
 __all__ = ["check_final_answers", "check_text_columns", "describe_rows", "read_rows"]
 
@@ -72,19 +73,20 @@ def check_text_columns(
         )
 
 
-def check_final_answers(rows: list[dict[str, Any]], locations: list[RowLocation], key: str) -> None:
-    """Refuse rows whose final_answer is not an integer (the reward compares it as text), all in one error.
+def check_final_answers(
+    rows: list[dict[str, Any]], locations: list[RowLocation], key: str, task: Task | None = None
+) -> None:
+    """Refuse rows whose final_answer is not a ground truth of `task` (iGSM: an integer), all in one error.
 
     Raises:
         DatasetError: Naming the key, each file and its 1-based lines (or rows), the values and the fix.
     """
-    bad = [
-        (where, repr(row["final_answer"]))
-        for row, where in zip(rows, locations, strict=True)
-        if not isinstance(row["final_answer"], int) or isinstance(row["final_answer"], bool)
-    ]
+    task = get_task(task)
+    found = [(where, row["final_answer"]) for row, where in zip(rows, locations, strict=True)]
+    bad = [(where, repr(value)) for where, value in found if task.truth_error(value) is not None]
     if bad:
+        reason = task.truth_error(next(value for where, value in found if task.truth_error(value) is not None))
         raise DatasetError(
-            f"{key}: {len(bad)} final_answer value(s) are not integers: {describe_rows(bad)}. The ground truth "
-            'must be an integer (or integer text such as "24"): fix or remove those rows'
+            f"{key}: {len(bad)} final_answer value(s) are not {task.name} answers: {describe_rows(bad)}. The "
+            f"ground truth {reason}: fix or remove those rows"
         )

@@ -25,9 +25,11 @@ from bridge_pl.data.encoding import (
     fit_to_length,
     load_chat_tokenizer,
 )
+from bridge_pl.data.io import data_task
 from bridge_pl.data.loaders import MEGA_BATCH, BatchPlanSampler, ExampleList, ResumableLoader, data_parallel_replica
 from bridge_pl.data.prompts import ChatTemplate
 from bridge_pl.data.rows import check_text_columns, read_rows
+from bridge_pl.task.base import Task
 
 __all__ = ["SFTDataModule"]
 
@@ -81,6 +83,8 @@ class SFTDataModule(L.LightningDataModule):
             gradient accumulation (``trainer.accumulate_grad_batches``), a different share of the shuffled data
             every epoch. The paper does so (15 steps of 128 on 2000 conversations); without it Lightning steps
             on the partial accumulation too, still dividing its loss by the full count.
+        task: The data's task (`bridge_pl.task.base.get_task` name); None takes the one the files' own
+            dataset_config.json names. Files of another task are refused.
 
     Example:
         ``bridge fit --config configs/sft/tiny.yaml --data.init_args.batching pack``
@@ -103,6 +107,7 @@ class SFTDataModule(L.LightningDataModule):
         chat_template: ChatTemplate = "model",
         trust_remote_code: bool = False,
         drop_last: bool = False,
+        task: str | None = None,
     ) -> None:
         super().__init__()
         _validate_args(max_length, batch_size, val_fraction, val_path, num_workers, limit)
@@ -112,6 +117,8 @@ class SFTDataModule(L.LightningDataModule):
         self.batching, self.truncation, self.val_fraction = batching, truncation, val_fraction
         self.num_workers, self.seed, self.limit, self.chat_template = num_workers, seed, limit, chat_template
         self.drop_last, self.trust_remote_code = drop_last, trust_remote_code
+        self.task_name = task
+        self.task: Task | None = None  # resolved in setup from task and the files
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pad_id: int | None = None
         self.train_examples: list[dict[str, list[int]]] | None = None  # packed rows with batching="pack"
@@ -127,6 +134,7 @@ class SFTDataModule(L.LightningDataModule):
             self.tokenizer_path, chat_template=self.chat_template, trust_remote_code=self.trust_remote_code
         )
         check_length_fits_model(self.tokenizer_path, "data.max_length", self.max_length)  # before reading any data
+        self.task = data_task({"data.train_path": self.train_path, "data.val_path": self.val_path}, self.task_name)
         train_rows = self._rows(self.train_path, "data.train_path")
         val_rows = self._rows(self.val_path, "data.val_path") if self.val_path else []
         if self.val_fraction > 0:

@@ -3,7 +3,8 @@
 One training step per batch of P prompts (paper_spec §D.3)::
 
     _rollout      N completions per prompt from the engine (HF generate or in-process vLLM)
-    _score        strict-match reward of the first \\boxed{} (+ optional format bonus)
+    _score        the weighted sum of the reward plug-ins (default: strict match of the first \\boxed{},
+                  + the format bonus when rollout.format_reward_scale > 0; `bridge_pl.task.rewards`)
     _advantages   (r - group mean) / (group std + 1e-6), or batch std, or none
     _update       ppo_epochs x mini_batches optimizer steps of the clipped surrogate + beta * k3 KL
 
@@ -12,8 +13,10 @@ after each the engine is marked stale, so the next generation pushes the new wei
 device and under `ModelParallelStrategy` (FSDP2, ``configs/trainer/fsdp2.yaml``); Lightning's FSDPStrategy
 and DDP do not support several backward passes per step (DESIGN §4.6) and are refused with that advice.
 
-Logged (TensorBoard, names as in TRL/verl): ``train/reward``, ``train/reward_std``, ``train/rewards/<name>``,
-``train/frac_reward_zero_std``, ``train/rollout_accuracy``, ``train/completions/{mean,min,max}_length``,
+Logged (TensorBoard, names as in TRL/verl): ``train/reward`` (mean weighted total), ``train/reward_std`` (mean
+within-group std of the total), ``train/rewards/<name>`` (each reward's unweighted mean, by its ``name``; the
+defaults are ``strict_match`` and ``format``), ``train/frac_reward_zero_std``, ``train/rollout_accuracy`` (share of
+rollouts the ``accuracy_reward`` counts correct), ``train/completions/{mean,min,max}_length``,
 ``train/completions/mean_terminated_length``, ``train/completions/clipped_ratio``, ``train/kl``,
 ``train/entropy``, ``train/ppl``, ``train/clip_ratio/{low_mean,high_mean,region_mean}``,
 ``train/policy_loss``, ``train/loss``, ``train/grad_norm``, ``train/lr``, ``train/sampling/logp_difference``
@@ -66,7 +69,16 @@ from bridge_pl.rl.losses import (
 )
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig
 from bridge_pl.rollout.hf import HFEngine
-from bridge_pl.task.verify import format_ok, strict_match_reward
+from bridge_pl.task.base import Task, TaskError, get_task
+from bridge_pl.task.rewards import (
+    BooleanMatch,
+    BoxedMatch,
+    FormatBonus,
+    NumericMatch,
+    OverlongPunishment,
+    Reward,
+    score_rewards,
+)
 
 __all__ = ["GRPOLossConfig", "GRPOModule", "RolloutConfig", "RolloutRecord", "UpdateConfig"]
 
@@ -177,7 +189,9 @@ class UpdateConfig:
 
 torch.serialization.add_safe_globals(
     [RolloutConfig, SamplingConfig, GRPOLossConfig, UpdateConfig, PAPER_OPTIMIZER.__class__]
+    + [BoxedMatch, NumericMatch, BooleanMatch, FormatBonus, OverlongPunishment]  # in-process hparams hold rewards
 )
+ACCURACY_THRESHOLD = 1.0 - 1e-9  # a rollout is correct when the accuracy reward gives it its full score, 1
 
 
 @dataclass
@@ -197,13 +211,15 @@ class RolloutRecord:
     rewards: torch.Tensor
     """(P, N) total rewards."""
     correct: torch.Tensor
-    """(P, N) strict match (the outcome, without format bonus)."""
+    """(P, N) outcome: the accuracy reward (default strict match) at its full score, without bonuses."""
     advantages: torch.Tensor
     """(P, N) advantages."""
     lengths: torch.Tensor
     """(P, N) completion lengths in tokens."""
     truncated: torch.Tensor
     """(P, N) completions cut at max_new_tokens."""
+    reward_values: dict[str, torch.Tensor] = field(default_factory=dict)
+    """(P, N) unweighted value of each reward, by name (`rewards` is their weighted sum)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -245,6 +261,17 @@ class GRPOModule(L.LightningModule):
         lora: Train LoRA adapters instead of all weights (None: full fine-tuning, as in the paper).
         engine: The rollout engine (default `HFEngine`); `bridge_pl.rollout.VLLMEngine` on GPUs.
         rollout: Group size, sampling, reward bonus and which rollouts carry loss.
+        rewards: The reward plug-ins (`bridge_pl.task.rewards.Reward`): the total reward is the sum of each
+            one's ``weight`` x value; names must be distinct. None: the task's own (`Task.default_rewards`; iGSM:
+            `BoxedMatch` ``strict_match``, weight 1, the paper's; DyVal: its numeric or boolean match) plus
+            `FormatBonus` (``format``) with weight ``rollout.format_reward_scale`` when that is > 0.
+            With a list, ``rollout.format_reward_scale`` must be 0 (add a FormatBonus instead).
+        accuracy_reward: Name of the reward that decides which rollouts are correct (``train/rollout_accuracy``,
+            `RolloutRecord.correct`, the accuracy callbacks): those it scores >= 1 (its full score, unweighted).
+            None: the first reward.
+        task: The task of the prompts (`bridge_pl.task.base.get_task` name). None: the data module's (the one
+            its files' dataset_config.json names); a config naming another task than the data's is refused. It
+            supplies the default rewards and judges validation and test answers (`Task.is_correct`).
         loss: Aggregation, advantage scaling, clipping and KL.
         update: Epochs, mini-batches, micro-batch size and gradient clipping per rollout batch.
         optimizer: AdamW (the paper's RL values by default: lr 1e-6, betas (0.9, 0.999), weight decay 0.01).
@@ -274,6 +301,9 @@ class GRPOModule(L.LightningModule):
         lora: LoraConfig | None = None,
         engine: RolloutEngine | None = None,
         rollout: RolloutConfig = RolloutConfig(),  # noqa: B008 (frozen dataclasses: shared defaults are safe)
+        rewards: list[Reward] | None = None,
+        accuracy_reward: str | None = None,
+        task: str | None = None,
         loss: GRPOLossConfig = GRPOLossConfig(),  # noqa: B008
         update: UpdateConfig = UpdateConfig(),  # noqa: B008
         optimizer: OptimizerConfig = PAPER_OPTIMIZER,
@@ -287,7 +317,7 @@ class GRPOModule(L.LightningModule):
         super().__init__()
         _validate_args(
             model_path, ref_model_path, lora, rollout, loss, update, optimizer, scheduler, save_hf_every_n_steps,
-            max_nonfinite_skips,
+            max_nonfinite_skips, rewards, accuracy_reward, task,
         )  # fmt: skip
         self.save_hyperparameters(ignore=["engine"])
         self.automatic_optimization = False
@@ -297,6 +327,12 @@ class GRPOModule(L.LightningModule):
         self.gradient_checkpointing, self.lora = gradient_checkpointing, lora
         self.engine = engine if engine is not None else HFEngine()
         self.rollout, self.loss, self.update = rollout, loss, update
+        self.task_name, self.task = task, get_task(task)  # the data module's task replaces the default at setup
+        self._default_rewards, self._accuracy_given = rewards is None, accuracy_reward
+        self.rewards = list(rewards) if rewards is not None else default_rewards(rollout, self.task)
+        self.accuracy_reward = accuracy_reward or self.rewards[0].name
+        # Built in-process, hparams hold the reward objects; a resume reads them back with weights_only=True.
+        torch.serialization.add_safe_globals([type(reward) for reward in self.rewards])
         self.optimizer_config, self.scheduler_config = optimizer, scheduler
         self.sampling_seed = sampling_seed
         self.save_hf_every_n_steps, self.hf_output_dir = save_hf_every_n_steps, hf_output_dir
@@ -318,6 +354,41 @@ class GRPOModule(L.LightningModule):
             self.model_path, dtype=self.dtype_name, attn_implementation=self.attn_implementation,
             trust_remote_code=self.trust_remote_code, gradient_checkpointing=gradient_checkpointing, lora=self.lora,
         )  # fmt: skip
+
+    def setup(self, stage: str) -> None:
+        """Take the task of the data module's files unless the config names one (a different one is refused)."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        issues = self.task_errors(datamodule)
+        if issues:
+            raise TaskError("; ".join(issues))
+        data_task = getattr(datamodule, "task", None)
+        if not isinstance(data_task, Task):
+            return
+        self.task = data_task
+        if self._default_rewards:
+            self.rewards = default_rewards(self.rollout, self.task)
+            self.accuracy_reward = self._accuracy_given or self.rewards[0].name
+
+    def task_errors(self, datamodule: Any) -> list[str]:
+        """Why this module cannot train on `datamodule`'s task ([] when it can); the CLI asks before training.
+
+        `datamodule` must be set up (its ``task`` resolved from its files); a data module without one is fine.
+        """
+        data_task = getattr(datamodule, "task", None)
+        if not isinstance(data_task, Task):
+            return []
+        if self.task_name is not None and data_task.name != self.task.name:
+            return [
+                f"{KEY}.task={self.task_name!r} but the data module's files are {data_task.name} data; set "
+                f"{KEY}.task: {data_task.name} (or null: the data's own) or give {self.task.name} files"
+            ]
+        names = [reward.name for reward in default_rewards(self.rollout, data_task)]
+        if self._default_rewards and self._accuracy_given is not None and self._accuracy_given not in names:
+            return [
+                f"{KEY}.accuracy_reward={self._accuracy_given!r}: the default rewards of the {data_task.name} "
+                f"task are {', '.join(names)}"
+            ]
+        return []
 
     def configure_model(self) -> None:
         """Load the policy (and the reference model when the KL term needs one); once per process."""
@@ -380,13 +451,13 @@ class GRPOModule(L.LightningModule):
         prompt_ids = _unpadded(batch["input_ids"], batch["attention_mask"])
         groups = self.sample(prompt_ids, self.rollout.num_generations, self.rollout.sampling, self._rollout_seed())
         rolled = time.perf_counter()
-        rewards, correct = self._score(groups, batch["ground_truth"])
+        rewards, correct, values = self._score(groups, batch)
         advantages, weights = self._advantages(rewards, groups)
         sequences = self._sequences(prompt_ids, groups, advantages, weights)
         update_stats = self._update(sequences)
         done = time.perf_counter()
-        self.last_rollout = self._record(batch, groups, rewards, correct, advantages)
-        self._log_step(sequences, rewards, correct, groups, update_stats, (start, rolled, done))
+        self.last_rollout = self._record(batch, groups, rewards, correct, advantages, values)
+        self._log_step(sequences, rewards, correct, values, groups, update_stats, (start, rolled, done))
         self.rollout_step += 1
         every, step = self.save_hf_every_n_steps, self.trainer.global_step
         if every and step // every > steps_before // every:  # a multiple of `every` was reached in this batch
@@ -396,16 +467,38 @@ class GRPOModule(L.LightningModule):
         """The sampling seed of this rank's current rollout step (distinct per seed, rank and step)."""
         return hash((self.sampling_seed, self.global_rank, self.rollout_step)) % (2**31)
 
-    def _score(self, groups: list[list[Completion]], truths: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(P, N) rewards (strict match + format bonus) and (P, N) strict-match outcomes."""
-        scale = self.rollout.format_reward_scale
-        correct = torch.tensor(
-            [[strict_match_reward(c.text, t) for c in g] for g, t in zip(groups, truths, strict=True)]
-        )
-        if not scale:
-            return correct.clone(), correct.bool()
-        bonus = torch.tensor([[scale * format_ok(c.text) for c in g] for g in groups])
-        return correct + bonus, correct.bool()
+    def _score(
+        self, groups: list[list[Completion]], batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(P, N) weighted total rewards, (P, N) outcomes of the accuracy reward, and (P, N) values by reward name.
+
+        The rewards see the P x N completions flat (prompt i's N consecutive), each with its prompt's columns.
+        """
+        n = self.rollout.num_generations
+        completions = [c for g in groups for c in g]
+        truths = [t for t in batch["ground_truth"] for _ in range(n)]
+        values, _ = score_rewards(
+            self.rewards, [c.text for c in completions], truths, self._reward_columns(batch, completions),
+            key=f"{KEY}.rewards",
+        )  # fmt: skip
+        by_name = {r.name: torch.tensor(v).view(len(groups), n) for r, v in zip(self.rewards, values, strict=True)}
+        total = torch.zeros(len(groups), n)  # (P, N); summed in float32, as the hard-coded reward was
+        for reward in self.rewards:
+            total = total + reward.weight * by_name[reward.name]
+        correct = by_name[self.accuracy_reward] >= ACCURACY_THRESHOLD
+        return total, correct, by_name
+
+    def _reward_columns(self, batch: dict[str, Any], completions: list[Completion]) -> dict[str, list[Any]]:
+        """The per-completion columns rewards may read: the batch's per-prompt lists, token counts, length cap."""
+        n, prompts = self.rollout.num_generations, len(batch["ground_truth"])
+        columns = {
+            key: [v for v in value for _ in range(n)]
+            for key, value in batch.items()
+            if key != "ground_truth" and isinstance(value, list | tuple) and len(value) == prompts
+        }
+        columns["completion_tokens"] = [len(c.token_ids) for c in completions]
+        columns["max_new_tokens"] = [self.rollout.sampling.max_new_tokens] * len(completions)
+        return columns
 
     def _advantages(self, rewards: torch.Tensor, groups: list[list[Completion]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(P, N) advantages and (P, N) loss weights (0 for filtered groups and, if asked, truncated rollouts)."""
@@ -560,7 +653,7 @@ class GRPOModule(L.LightningModule):
         return float(counts[0]), float(counts[1])
 
     # -------------------------------------------------------------------------------------- logging
-    def _record(self, batch, groups, rewards, correct, advantages) -> RolloutRecord:
+    def _record(self, batch, groups, rewards, correct, advantages, values) -> RolloutRecord:
         return RolloutRecord(
             step=self.rollout_step,
             prompts=list(batch["prompts"]),
@@ -572,9 +665,10 @@ class GRPOModule(L.LightningModule):
             advantages=advantages,
             lengths=torch.tensor([[len(c.token_ids) for c in g] for g in groups]),
             truncated=torch.tensor([[c.finish_reason == "length" for c in g] for g in groups]),
+            reward_values=values,
         )
 
-    def _log_step(self, seqs, rewards, correct, groups, stats, times) -> None:
+    def _log_step(self, seqs, rewards, correct, values, groups, stats, times) -> None:
         start, rolled, done = times
         lengths = seqs.batch.completion_mask.sum(1)
         truncated = torch.tensor([c.finish_reason == "length" for g in groups for c in g], device=lengths.device)
@@ -583,7 +677,6 @@ class GRPOModule(L.LightningModule):
         metrics = {
             "train/reward": rewards.mean(),
             "train/reward_std": rewards.std(dim=1).mean(),
-            "train/rewards/strict_match": correct.float().mean(),
             "train/frac_reward_zero_std": zero_std_groups(rewards).float().mean(),
             "train/rollout_accuracy": correct.float().mean(),
             "train/completions/mean_length": lengths.mean(),
@@ -606,8 +699,7 @@ class GRPOModule(L.LightningModule):
             "perf/tokens_per_sec": tokens / max(done - start, 1e-9),
             "perf/rollout_tokens_per_sec": float(lengths.sum()) / max(rolled - start, 1e-9),
         }
-        if self.rollout.format_reward_scale:
-            metrics["train/rewards/format"] = (rewards - correct.float()).mean() / self.rollout.format_reward_scale
+        metrics |= {f"train/rewards/{name}": value.mean() for name, value in values.items()}
         if "kl" in stats:
             metrics["train/kl"] = stats["kl"]
         if "logp_difference" in stats:
@@ -643,7 +735,7 @@ class GRPOModule(L.LightningModule):
 
     def _greedy_rows(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         """The batch's prompts scored by the one evaluator (`bridge_pl.evaluation.evaluate_prompts`), greedily."""
-        prompts = PromptSet.from_batch(batch, _unpadded(batch["input_ids"], batch["attention_mask"]))
+        prompts = PromptSet.from_batch(batch, _unpadded(batch["input_ids"], batch["attention_mask"]), task=self.task)
         rows = evaluate_prompts(self._bound_engine(), prompts, self.rollout.greedy(), batch_size=len(prompts))
         return [{k: v for k, v in row.items() if k != "completion"} for row in rows]  # gathered over ranks: keep small
 
@@ -743,9 +835,57 @@ def _check_strategy(trainer: L.Trainer | None) -> None:
         )
 
 
+def default_rewards(rollout: RolloutConfig, task: Task | None = None) -> list[Reward]:
+    """The task's rewards (iGSM: the paper's strict match of the first ``\\boxed{}``), plus the format bonus when on."""
+    rewards: list[Reward] = list(get_task(task).default_rewards())
+    if rollout.format_reward_scale > 0:
+        rewards.append(FormatBonus(weight=rollout.format_reward_scale))
+    return rewards
+
+
+def _reward_errors(
+    rewards: list[Reward] | None, accuracy_reward: str | None, rollout: RolloutConfig, task: str | None = None
+) -> list[str]:
+    """Every problem of the reward list and the accuracy reward's name, by YAML key."""
+    key = f"{KEY}.rewards"
+    if rewards is None:
+        try:
+            names, issues = [r.name for r in default_rewards(rollout, get_task(task))], []
+        except TaskError as err:
+            return [f"{KEY}.task: {err}"]
+    elif not rewards:
+        return [f"{key}=[]: give at least one reward (or null for the default strict match)"]
+    else:
+        issues = [
+            f"{key}[{i}]: {reward!r} is not a bridge_pl.task.rewards.Reward; subclass it (class_path/init_args)"
+            for i, reward in enumerate(rewards)
+            if not isinstance(reward, Reward)
+        ]
+        if issues:
+            return issues
+        for i, reward in enumerate(rewards):
+            issues += reward.config_errors(f"{key}[{i}].init_args")
+        names = [r.name for r in rewards]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            where = "; ".join(f"{n!r}: " + ", ".join(f"rewards[{i}]" for i, m in enumerate(names) if m == n)
+                              for n in duplicates)  # fmt: skip
+            issues.append(f"{key}: reward names must be distinct ({where}); set init_args.name on all but one")
+        if rollout.format_reward_scale:
+            issues.append(
+                f"{KEY}.rollout.format_reward_scale={rollout.format_reward_scale} does nothing when {key} is set: "
+                "add a bridge_pl.task.rewards.FormatBonus with that weight to the list and set it to 0"
+            )
+    if accuracy_reward is not None and accuracy_reward not in names:
+        choices = ", ".join(dict.fromkeys(names))
+        issues.append(f"{KEY}.accuracy_reward={accuracy_reward!r}: no reward has that name; choose one of {choices}")
+    return issues
+
+
 def _validate_args(
-    model_path, ref_model_path, lora, rollout, loss, update, optimizer, scheduler, save_every, max_nonfinite_skips=0
-) -> None:
+    model_path, ref_model_path, lora, rollout, loss, update, optimizer, scheduler, save_every, max_nonfinite_skips=0,
+    rewards=None, accuracy_reward=None, task=None,
+) -> None:  # fmt: skip
     """Raise one ValueError listing every invalid argument by its YAML key, before any model is loaded."""
     issues = model_path_errors(model_path, f"{KEY}.model_path")
     if ref_model_path is not None:
@@ -762,5 +902,6 @@ def _validate_args(
         issues.append(f"{KEY}.save_hf_every_n_steps={save_every}: must be >= 1 (or null for no saves)")
     if max_nonfinite_skips < 0:
         issues.append(f"{KEY}.max_nonfinite_skips={max_nonfinite_skips}: must be >= 0 (0 stops at the first)")
+    issues += _reward_errors(rewards, accuracy_reward, rollout, task)
     if issues:
         raise ValueError("invalid GRPO configuration:\n  " + "\n  ".join(issues))

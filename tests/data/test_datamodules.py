@@ -531,7 +531,8 @@ def test_bad_prompt_answers_are_listed(tmp_path, model_dir):
     path = write_lines(tmp_path / "prompts.jsonl", rows[:2] + [json.dumps({"query": "Q?", "final_answer": 2.5})])
     with pytest.raises(DatasetError) as err:
         PromptPoolDataModule(tokenizer_path=str(model_dir), val_path=str(path)).setup("validate")
-    assert f"2 final_answer value(s) are not integers: {path}: line 2: 'twelve'; line 3: 2.5" in str(err.value)
+    assert f"2 final_answer value(s) are not igsm answers: {path}: line 2: 'twelve'; line 3: 2.5" in str(err.value)
+    assert 'must be an integer (or integer text such as "24")' in str(err.value)
 
 
 def test_row_errors_name_the_data_file_and_the_line_a_malformed_line_would_get(tmp_path, model_dir):

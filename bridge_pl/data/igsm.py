@@ -1,10 +1,10 @@
-"""SFT data generated on the fly: iGSM problems written as conversations while training runs.
+"""SFT data generated on the fly: problems of a task (iGSM by default) written as conversations while training runs.
 
-`IGSMDataModule` draws problems from the task layer (`bridge_pl.task.generator`), or reads them from a file
-written by ``bridge data generate``, and writes their answers with `bridge_pl.data.records` (plain CoT, BRIDGE
-behaviors, or no-CoT), so a run needs no SFT dataset on disk. Training data is an endless stream, a fixed set of
-`train_size` generated problems, or the problems of a file (`path`); validation is a fixed set from a separate
-seed stream. Batches follow the SFT contract of `bridge_pl.data.collate.sft_collate`.
+`IGSMDataModule` draws problems from the task layer (`Task.generate`; any task with ``task:``), or reads them
+from a file written by ``bridge data generate``, and writes their answers with `bridge_pl.data.records` (plain
+CoT, BRIDGE behaviors, or no-CoT), so a run needs no SFT dataset on disk. Training data is an endless stream,
+a fixed set of `train_size` generated problems, or the problems of a file (`path`); validation is a fixed set
+from a separate seed stream. Batches follow the SFT contract of `bridge_pl.data.collate.sft_collate`.
 
 **Which problems each process draws.** With R data-parallel ranks and W loader workers there are R*W slots;
 slot ``s = rank * W + worker`` draws problem indices ``start + s, start + s + R*W, start + s + 2*R*W, ...``
@@ -27,12 +27,12 @@ from transformers import PreTrainedTokenizerBase
 from bridge_pl.augment.bridge import PRESETS
 from bridge_pl.data.collate import sft_collate
 from bridge_pl.data.encoding import LossOn, Truncation, encode_conversations, fit_to_length, load_chat_tokenizer
-from bridge_pl.data.io import DatasetError
+from bridge_pl.data.io import DatasetError, dataset_task
 from bridge_pl.data.loaders import BatchPlanSampler, ExampleList, ResumableLoader, data_parallel_replica
 from bridge_pl.data.prompts import ChatTemplate
 from bridge_pl.data.records import AnswerStyle, augment_rows, problem_rows
 from bridge_pl.data.rows import check_text_columns, describe_rows, read_rows
-from bridge_pl.task.generator import GeneratorConfig, generate_problem
+from bridge_pl.task.base import Task, get_task
 
 __all__ = ["IGSMDataModule", "ProblemStream", "stream_indices"]
 
@@ -57,7 +57,7 @@ class ProblemStream(IterableDataset):
     """An endless stream of tokenized SFT examples, one per generated problem, sharded by rank and worker.
 
     Args:
-        config: Difficulty of the problems.
+        config: Difficulty of the problems (the task's generator config).
         seed: Problem stream.
         style: How answers are written.
         tokenizer: Tokenizer with a chat template.
@@ -67,11 +67,12 @@ class ProblemStream(IterableDataset):
         rank: Data-parallel rank.
         world: Data-parallel ranks.
         start: Problems already consumed by the run (resume).
+        task: The task drawing the problems (default iGSM).
     """
 
     def __init__(
         self,
-        config: GeneratorConfig,
+        config: Any,
         seed: int,
         style: AnswerStyle,
         tokenizer: PreTrainedTokenizerBase,
@@ -82,9 +83,11 @@ class ProblemStream(IterableDataset):
         rank: int = 0,
         world: int = 1,
         start: int = 0,
+        task: Task | None = None,
     ) -> None:
         super().__init__()
         self.config, self.seed, self.style, self.tokenizer = config, seed, style, tokenizer
+        self.task = get_task(task)
         self.loss_on, self.max_length, self.truncation = loss_on, max_length, truncation
         self.rank, self.world, self.start = rank, world, start
 
@@ -96,7 +99,9 @@ class ProblemStream(IterableDataset):
         """The examples of loader worker `worker` of `workers` on this rank (``problem``: the problem index)."""
         reported, dropped_in_a_row = False, 0
         for index in stream_indices(self.start, self.rank * workers + worker, self.world * workers):
-            example = encode_problems(self.config, self.seed, [index], self.style, self.tokenizer, self.loss_on)[0]
+            example = encode_problems(
+                self.config, self.seed, [index], self.style, self.tokenizer, self.loss_on, self.task
+            )[0]
             if len(example["input_ids"]) > self.max_length:
                 example = self._fit(example, report=not reported)
                 reported = True
@@ -124,21 +129,23 @@ class ProblemStream(IterableDataset):
 
 
 def encode_problems(
-    config: GeneratorConfig,
+    config: Any,
     seed: int,
     indices: list[int],
     style: AnswerStyle,
     tokenizer: PreTrainedTokenizerBase,
     loss_on: LossOn,
+    task: Task | None = None,
 ) -> list[dict[str, Any]]:
-    """Tokenized SFT examples of problems `indices` of stream `seed` (each with its index as ``problem``)."""
-    rows = [problem_rows(generate_problem(config, seed, index), style)[0] for index in indices]
+    """Tokenized SFT examples of `task`'s problems `indices` of stream `seed` (each with its index as ``problem``)."""
+    task = get_task(task)
+    rows = [problem_rows(task.generate(config, seed, index), style, task=task)[0] for index in indices]
     examples = encode_conversations(tokenizer, [(row["query"], row["response"]) for row in rows], loss_on)
     return [{**example, "problem": index} for example, index in zip(examples, indices, strict=True)]
 
 
 class IGSMDataModule(L.LightningDataModule):
-    """SFT conversations of iGSM problems generated while training runs, or read from a file of problems.
+    """SFT conversations of a task's problems (iGSM by default) generated while training runs, or read from a file.
 
     Batches follow the SFT contract (right-padded ``input_ids``, ``attention_mask``, ``labels``,
     ``num_tokens``). With ``train_size: null`` and ``path: null`` the training data is endless: set
@@ -148,8 +155,9 @@ class IGSMDataModule(L.LightningDataModule):
     Args:
         tokenizer_path: Local model directory whose tokenizer and chat template to use (the CLI links it to the
             model's ``model_path``).
-        generator: `GeneratorConfig` fields (e.g. ``{min_op: 15, max_op: 20}``); None for the defaults (op 15-20).
-            With `path` it shapes the validation set only.
+        generator: Fields of the task's generator config (iGSM's `GeneratorConfig`, e.g. ``{min_op: 15, max_op:
+            20}``; DyVal's `DyValConfig`, e.g. ``{depth: 4}``); None for the defaults. With `path` it shapes the
+            validation set only.
         style: Answers: "plain" chain of thought, "bridge" (with injected behaviors) or "no-cot".
         behaviors: BRIDGE behavior preset (vanilla, exploration, exploitation, full); used with style bridge.
         seed: Problem stream of the training data (with `path`: seed of the per-epoch shuffle).
@@ -169,6 +177,8 @@ class IGSMDataModule(L.LightningDataModule):
         chat_template: "model" (the tokenizer's own) or "llama-minimal" (the paper's template for Llama models).
         trust_remote_code: Allow tokenizer code shipped inside the model directory (the CLI links it to the
             model's ``trust_remote_code``).
+        task: The task of the problems (`bridge_pl.task.base.get_task` name: igsm, dyval-arithmetic, dyval-logic);
+            a `path` of another task is refused.
 
     Example:
         ``bridge data generate --split sft --out data/sft`` then ``data: {class_path:
@@ -193,9 +203,11 @@ class IGSMDataModule(L.LightningDataModule):
         path: str | None = None,
         chat_template: ChatTemplate = "model",
         trust_remote_code: bool = False,
+        task: str = "igsm",
     ) -> None:
         super().__init__()
-        self.config = _generator_config(generator)
+        self.task = get_task(task)
+        self.config = _generator_config(generator, self.task)
         _validate_args(behaviors, max_length, batch_size, val_size, train_size, num_workers, seed, val_seed)
         self.save_hyperparameters()
         self.tokenizer_path, self.path, self.chat_template = tokenizer_path, path, chat_template
@@ -276,6 +288,7 @@ class IGSMDataModule(L.LightningDataModule):
             rank=rank,
             world=world,
             start=start,
+            task=self.task,
         )
 
     # ------------------------------------------------------------------------------------------- helpers
@@ -283,7 +296,9 @@ class IGSMDataModule(L.LightningDataModule):
         return sft_collate(examples, self.pad_id)
 
     def _fixed_set(self, seed: int, size: int, name: str) -> list[dict[str, Any]]:
-        examples = encode_problems(self.config, seed, list(range(size)), self.style, self.tokenizer, self.loss_on)
+        examples = encode_problems(
+            self.config, seed, list(range(size)), self.style, self.tokenizer, self.loss_on, self.task
+        )
         examples, self.truncation_report[name] = fit_to_length(
             examples, self.max_length, self.truncation, f"{KEY} ({name} set)"
         )
@@ -293,7 +308,8 @@ class IGSMDataModule(L.LightningDataModule):
         """The problems of `path` (the first `train_size`), answered in `style` and tokenized."""
         rows, locations = read_rows(self.path, "data.path", ("query",), self.train_size)
         check_text_columns(rows, ("query",), locations, "data.path")
-        written = augment_rows(rows, self.style.kind, behaviors=self.style.behaviors)
+        dataset_task(self.path, self.task)  # a file of another task is refused, naming both
+        written = augment_rows(rows, self.style.kind, behaviors=self.style.behaviors, task=self.task)
         if written.failures:
             bad = [(locations[failure.row], failure.reason) for failure in written.failures]
             raise DatasetError(
@@ -313,7 +329,8 @@ class IGSMDataModule(L.LightningDataModule):
         """Refuse validation problems whose question is also in `path` (answers may be worded differently)."""
         questions = {row["query"] for row in rows}
         val = [
-            problem_rows(generate_problem(self.config, self.val_seed, i), self.style)[0] for i in range(self.val_size)
+            problem_rows(self.task.generate(self.config, self.val_seed, i), self.style, task=self.task)[0]
+            for i in range(self.val_size)
         ]
         shared = sum(row["query"] in questions for row in val)
         if shared:
@@ -332,16 +349,19 @@ class IGSMDataModule(L.LightningDataModule):
         return consumed
 
 
-def _generator_config(generator: dict[str, Any] | None) -> GeneratorConfig:
-    """The `GeneratorConfig` of the ``data.generator`` mapping, or an error naming the key and the valid fields."""
+def _generator_config(generator: dict[str, Any] | None, task: Task) -> Any:
+    """The task's generator config of the ``data.generator`` mapping, or an error naming the key and the fields."""
     if generator is None:
-        return GeneratorConfig()
-    names = [f.name for f in dataclasses.fields(GeneratorConfig)]
+        return task.default_config()
+    names = [f.name for f in dataclasses.fields(task.config_type)]
     unknown = sorted(set(generator) - set(names))
     if unknown:
-        raise ValueError(f"data.generator: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(names)}")
+        raise ValueError(
+            f"data.generator: unknown field(s) {', '.join(unknown)} for task {task.name}; valid fields: "
+            + ", ".join(names)
+        )
     try:
-        return GeneratorConfig(**generator)
+        return dataclasses.replace(task.default_config(), **generator)
     except ValueError as err:
         raise ValueError(f"data.generator: {err}") from err
 

@@ -110,3 +110,15 @@ def test_every_task_judges_its_own_answers(name):
         assert task.check_answer(task.question(problem), answer, truth) == []
         assert str(task.answer_of_question(task.question(problem))) == str(truth)
         assert not task.is_correct(answer.replace(f"\\boxed{{{truth}}}", "\\boxed{nothing}"), truth)
+
+
+def test_the_on_the_fly_data_module_generates_any_task(model_dir):
+    from bridge_pl.data.datamodules import IGSMDataModule
+
+    data = IGSMDataModule(str(model_dir), task="dyval-logic", generator={"depth": 3}, style="bridge", val_size=4,
+                          train_size=8, max_length=512, truncation="truncate")  # fmt: skip
+    data.setup("fit")
+    text = data.tokenizer.decode(data.val_examples[0]["input_ids"])
+    assert "Here is a description of a boolean logic problem:" in text and "\\boxed{" in text
+    with pytest.raises(ValueError, match="unknown field.*min_op for task dyval-logic"):
+        IGSMDataModule(str(model_dir), task="dyval-logic", generator={"min_op": 3})

@@ -214,7 +214,7 @@ class _Builder:
         root = self.tree(depth)
         nodes = _collect(root)
         self.add_links(nodes)
-        order = _post_order(root)
+        order = _topological(nodes, self.rng)
         for node in order:
             if node.op is not None:
                 try:
@@ -258,21 +258,32 @@ def _reaches(start: _Draft, goal: _Draft) -> bool:
     return False
 
 
-def _post_order(root: _Draft) -> list[_Draft]:
-    """Every node once, inputs before the nodes that use them, children in order; the root last."""
+def _topological(nodes: list[_Draft], rng: random.Random) -> list[_Draft]:
+    """Every node once, inputs before the nodes that use them, the root last: DyVal's order.
+
+    As DyVal's ``topological_sort`` after its node shuffle: a depth-first search started from each node of the
+    shuffled list in turn, so a description sits near where it is first used by chance, not always next to it.
+    Children are searched in input order (DyVal iterates a set: its order varies from run to run).
+    """
+    starts = list(nodes)
+    rng.shuffle(starts)
     out: list[_Draft] = []
     done: set[int] = set()
-    stack: list[tuple[_Draft, int]] = [(root, 0)]
-    while stack:
-        node, k = stack.pop()
-        if k < len(node.children):
-            stack.append((node, k + 1))
-            child = node.children[k]
-            if id(child) not in done:
-                done.add(id(child))
-                stack.append((child, 0))
-        else:
-            out.append(node)
+    for start in starts:
+        if id(start) in done:
+            continue
+        done.add(id(start))
+        stack: list[tuple[_Draft, int]] = [(start, 0)]
+        while stack:
+            node, k = stack.pop()
+            if k < len(node.children):
+                stack.append((node, k + 1))
+                child = node.children[k]
+                if id(child) not in done:
+                    done.add(id(child))
+                    stack.append((child, 0))
+            else:
+                out.append(node)
     return out
 
 

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import importlib
 import json
 import os
 import sys
@@ -286,7 +285,7 @@ def _show(args: argparse.Namespace) -> int:
 
     row = read_row(args.path, args.index)
     if args.dot:
-        return _show_dot(row, args.modulus)
+        return _show_dot(row, args.modulus, args.path)
     origin = ", ".join(f"{k} {row[k]}" for k in ("split", "style", "seed", "index", "copy") if row.get(k) is not None)
     print(f"row {args.index}" + (f" ({origin})" if origin else ""))
     print(f"num_ops: {row.get('num_ops')}    final answer: {row.get('final_answer')}")
@@ -294,13 +293,10 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_dot(row: dict[str, Any], modulus: int | None) -> int:
+def _show_dot(row: dict[str, Any], modulus: int | None, path: Path) -> int:
+    from bridge_pl.data.io import dataset_task
     from bridge_pl.data.records import row_problem
 
-    try:
-        draw = importlib.import_module("bridge_pl.task.draw")
-    except ModuleNotFoundError:
-        print("bridge data show --dot: bridge_pl.task.draw is not installed in this version", file=sys.stderr)
-        return 2
-    print(draw.to_dot(row_problem(row, modulus=modulus)), end="")
+    task = dataset_task(path)
+    print(task.to_dot(row_problem(row, modulus=modulus, task=task)), end="")
     return 0

@@ -104,7 +104,11 @@ def dataset_stats(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def _row_facts(row: dict[str, Any]) -> dict[str, Any]:
     """What one row tells: DAG facts when it has a DAG, text facts otherwise (None: unknown)."""
     query, response = row.get("query"), row.get("response")
-    facts = _dag_facts(row["dag"]) if isinstance(row.get("dag"), dict) else _text_facts(query)
+    dag = row.get("dag")
+    if isinstance(dag, dict):
+        facts = _dag_facts(dag) if "layer_names" in dag else _plan_facts(dag)
+    else:
+        facts = _text_facts(query)
     if facts["num_ops"] is None:
         facts["num_ops"] = row.get("num_ops")
     if facts["answer"] is None:
@@ -131,6 +135,20 @@ def _dag_facts(dag: dict[str, Any]) -> dict[str, Any]:
         "layers": len(dag["layer_names"]),
         "abstract_target": target["kind"] == "abstract",
         "answer": target["value"],
+    }
+
+
+def _plan_facts(dag: dict[str, Any]) -> dict[str, Any]:
+    """Node and sentence counts of another task's problem (``topo``, ``redundant``, ``question_order``)."""
+    return {
+        "has_dag": True,
+        "num_ops": None,  # the row's num_ops column (the task's own count)
+        "necessary": len(dag.get("topo", ())),
+        "redundant": len(dag.get("redundant", ())),
+        "conditions": len(dag["question_order"]) if "question_order" in dag else None,
+        "layers": None,
+        "abstract_target": None,
+        "answer": None,
     }
 
 

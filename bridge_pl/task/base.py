@@ -123,6 +123,10 @@ class Task(ABC):
     def default_rewards(self) -> list[Any]:
         """The GRPO rewards of the task when the config names none (`bridge_pl.task.rewards.Reward` objects)."""
 
+    def to_dot(self, problem: Any) -> str:
+        """Graphviz DOT text of the problem's DAG (`bridge data show --dot`)."""
+        raise TaskError(f"the {self.name} task does not draw its problems (Task.to_dot)")
+
     def truth_error(self, value: Any) -> str | None:
         """Why `value` cannot be a ``final_answer`` of this task ("must be ..."), or None when it can."""
         if isinstance(value, bool | int | float) or (isinstance(value, str) and value.strip()):

@@ -75,6 +75,12 @@ class IGSMTask(Task):
         """The problem's operation count."""
         return problem.num_ops
 
+    def to_dot(self, problem: Problem) -> str:
+        """`bridge_pl.task.draw.to_dot`: nodes coloured by role, layers, constants."""
+        from bridge_pl.task.draw import to_dot
+
+        return to_dot(problem)
+
     def truth_error(self, value: Any) -> str | None:
         """Not an integer: the reward compares the boxed text with it."""
         if isinstance(value, int) and not isinstance(value, bool):

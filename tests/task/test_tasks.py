@@ -122,3 +122,17 @@ def test_the_on_the_fly_data_module_generates_any_task(model_dir):
     assert "Here is a description of a boolean logic problem:" in text and "\\boxed{" in text
     with pytest.raises(ValueError, match="unknown field.*min_op for task dyval-logic"):
         IGSMDataModule(str(model_dir), task="dyval-logic", generator={"min_op": 3})
+
+
+@pytest.mark.parametrize("name", DYVAL)
+def test_stats_and_dot_of_dyval_data(tmp_path, capsys, name):
+    out = tmp_path / "data"
+    assert main(["data", "generate", "--task", name, "--split", "tiny_test_ood", "--size", "6", "--out", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["data", "stats", str(out)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["rows_with_dag"] == 6 and 8 <= stats["redundant_nodes_mean"] <= 15  # 4-5 trees of 2-3 nodes
+    assert main(["data", "show", str(out), "--index", "2", "--dot"]) == 0
+    dot = capsys.readouterr().out
+    assert dot.startswith("digraph problem {") and "->" in dot

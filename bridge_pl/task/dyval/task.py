@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from bridge_pl.task.base import Task
 from bridge_pl.task.dyval.cot import DyValStepWriter, render_dyval_no_cot, render_dyval_plain_cot
 from bridge_pl.task.dyval.generator import DyValConfig, generate_dyval_problem
-from bridge_pl.task.dyval.problem import DyValNode, DyValProblem, DyValProblemError
+from bridge_pl.task.dyval.problem import DyValNode, DyValProblem, DyValProblemError, format_value
 from bridge_pl.task.dyval.question import DyValParseError, ParsedQuestion, parse_dyval_question, render_dyval_question
 from bridge_pl.task.dyval.verify import check_dyval_cot, value_matches
 from bridge_pl.task.presets import SplitPreset
@@ -118,6 +118,16 @@ class DyValTask(Task):
     def num_ops(self, problem: DyValProblem) -> int:
         """Operations among the necessary nodes (leaves cost none)."""
         return sum(not problem.nodes[i].is_leaf for i in problem.topo)
+
+    def to_dot(self, problem: DyValProblem) -> str:
+        """Graphviz DOT of the DAG: a box per node (name, operation, value); the target and redundant ones coloured."""
+        lines = ["digraph problem {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fontsize=10];']
+        for node in problem.nodes:
+            what = f"{node.op} = {format_value(node.value)}" if node.op else format_value(node.value)
+            fill = "#f4a261" if node.id == problem.target else ("#e9ecef" if not node.necessary else "#a8dadc")
+            lines.append(f'  n{node.id} [label="{node.name}\\n{what}", fillcolor="{fill}"];')
+        lines += [f"  n{i} -> n{node.id};" for node in problem.nodes for i in node.inputs]
+        return "\n".join([*lines, "}"]) + "\n"
 
     def truth_error(self, value: Any) -> str | None:
         """Not DyVal answer text: a number ("12.0") for arithmetic, True/False for logic, or N/A."""

@@ -122,6 +122,7 @@ def _add_augment(commands) -> None:
 def _add_inspect(commands) -> None:
     p = commands.add_parser("stats", help="print a dataset's statistics as JSON")
     p.add_argument("path", type=Path, help="dataset directory or file")
+    _add_task_flag(p, "the data's task", default=None)
     p.add_argument("--out", type=Path, help="also write the JSON to this file")
     p.set_defaults(handler=_quiet_on_closed_stdout(_stats))
     p = commands.add_parser("verify", help="check every answer: reward against final_answer and the CoT checker")
@@ -131,6 +132,7 @@ def _add_inspect(commands) -> None:
     p.set_defaults(handler=_quiet_on_closed_stdout(_verify))
     p = commands.add_parser("show", help="print one row")
     p.add_argument("path", type=Path, help="dataset directory or file")
+    _add_task_flag(p, "the data's task", default=None)
     p.add_argument("--index", type=int, default=0, help="0-based row number (default 0)")
     p.add_argument("--dot", action="store_true", help="print the problem's DAG as Graphviz DOT instead")
     p.add_argument("--modulus", type=int, help="arithmetic modulus of text-only rows (for --dot)")
@@ -251,8 +253,10 @@ def _print_listed(lines: list[str]) -> None:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from bridge_pl.data.io import dataset_task
     from bridge_pl.data.pipeline import describe_dataset
 
+    dataset_task(args.path, args.task)  # a --task other than the data's is refused, naming both
     text = json.dumps(describe_dataset(args.path), indent=2)
     if args.out:  # before printing: a closed stdout pipe must not cost the file
         try:
@@ -281,11 +285,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from bridge_pl.data.io import dataset_task
     from bridge_pl.data.pipeline import read_row
 
+    dataset_task(args.path, args.task)  # a --task other than the data's is refused, naming both
     row = read_row(args.path, args.index)
     if args.dot:
-        return _show_dot(row, args.modulus, args.path)
+        return _show_dot(row, args.modulus, args.path, args.task)
     origin = ", ".join(f"{k} {row[k]}" for k in ("split", "style", "seed", "index", "copy") if row.get(k) is not None)
     print(f"row {args.index}" + (f" ({origin})" if origin else ""))
     print(f"num_ops: {row.get('num_ops')}    final answer: {row.get('final_answer')}")
@@ -293,10 +299,10 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_dot(row: dict[str, Any], modulus: int | None, path: Path) -> int:
+def _show_dot(row: dict[str, Any], modulus: int | None, path: Path, task: str | None) -> int:
     from bridge_pl.data.io import dataset_task
     from bridge_pl.data.records import row_problem
 
-    task = dataset_task(path)
+    task = dataset_task(path, task)
     print(task.to_dot(row_problem(row, modulus=modulus, task=task)), end="")
     return 0

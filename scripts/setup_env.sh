@@ -11,5 +11,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
-"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+# bench: TRL, for the loss-option parity tests (they check our GRPO terms against its code) and the GRPO benchmark.
+"$VENV/bin/python" -m pip install --quiet -e ".[dev,bench]"
 echo "environment ready: $VENV (activate with: source $VENV/bin/activate)"

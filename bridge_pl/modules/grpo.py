@@ -6,7 +6,8 @@ One training step per batch of P prompts (paper_spec §D.3)::
     _score        the weighted sum of the reward plug-ins (default: strict match of the first \\boxed{},
                   + the format bonus when rollout.format_reward_scale > 0; `bridge_pl.task.rewards`)
     _advantages   (r - group mean) / (group std + 1e-6), or batch std, or none
-    _update       ppo_epochs x mini_batches optimizer steps of the clipped surrogate + beta * k3 KL
+    _update       ppo_epochs x mini_batches optimizer steps of the clipped surrogate (token or GSPO sequence
+                  ratios, optional dual clip and top-entropy token mask) + beta * k3 KL - entropy_coef * entropy
 
 Manual optimization: every mini-batch is one optimizer step (``trainer.global_step`` counts those), and
 after each the engine is marked stale, so the next generation pushes the new weights first. Runs on one
@@ -17,12 +18,19 @@ Logged (TensorBoard, names as in TRL/verl): ``train/reward`` (mean weighted tota
 within-group std of the total), ``train/rewards/<name>`` (each reward's unweighted mean, by its ``name``; the
 defaults are ``strict_match`` and ``format``), ``train/frac_reward_zero_std``, ``train/rollout_accuracy`` (share of
 rollouts the ``accuracy_reward`` counts correct), ``train/completions/{mean,min,max}_length``,
-``train/completions/mean_terminated_length``, ``train/completions/clipped_ratio``, ``train/kl``,
-``train/entropy``, ``train/ppl``, ``train/clip_ratio/{low_mean,high_mean,region_mean}``,
-``train/policy_loss``, ``train/loss``, ``train/grad_norm``, ``train/lr``, ``train/sampling/logp_difference``
-(when the engine returns log-probs), ``timing/{rollout,update,step}_s``, ``perf/tokens_per_sec``,
-``perf/rollout_tokens_per_sec``; validation ``val/accuracy``, ``val/accuracy_op_<n>``,
+``train/completions/mean_terminated_length``, ``train/completions/clipped_ratio``, ``train/entropy``, ``train/ppl``,
+``train/loss`` (the optimized objective, mean over the step's optimizer steps), ``train/grad_norm``, ``train/lr``,
+``train/sampling/logp_difference`` (when the engine returns log-probs), ``timing/{rollout,update,step}_s``,
+``perf/tokens_per_sec``, ``perf/rollout_tokens_per_sec``; validation ``val/accuracy``, ``val/accuracy_op_<n>``,
 ``val/completion_length`` (greedy, format bonus 0, as the paper validates).
+
+The loss statistics are token means over the whole training step (every micro-batch, mini-batch and rank), so
+they do not depend on ``update.micro_batch_size``: ``train/clip_ratio/{low_mean,high_mean,region_mean}`` (share of
+loss-carrying tokens whose ratio the clip binds), ``train/policy_loss`` (clipped surrogate per loss-carrying
+token, after the top-entropy mask), ``train/entropy_bonus`` (with ``loss.entropy_coef`` > 0: coef x the entropy per
+loss-carrying token) over the tokens that carry loss (rows not filtered, not truncation-masked, not dropped by
+the KL mask); ``train/kl`` (k3) over the completion tokens of the rows that carry loss, before the KL mask;
+``train/entropy`` and ``train/ppl`` over every completion token.
 """
 
 from __future__ import annotations
@@ -62,10 +70,14 @@ from bridge_pl.rl.advantages import AdvantageScale, group_advantages, zero_std_g
 from bridge_pl.rl.logprobs import CompletionBatch, completion_logprobs
 from bridge_pl.rl.losses import (
     Aggregation,
+    ImportanceSamplingLevel,
     aggregate,
     clipped_surrogate,
+    high_entropy_mask,
     k3_kl,
     sequence_kl_mask,
+    token_entropy,
+    token_logprobs,
 )
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig
 from bridge_pl.rollout.hf import HFEngine
@@ -141,6 +153,21 @@ class GRPOLossConfig:
     """Clamp of the per-token k3 value (verl's low_var_kl: 10)."""
     kl_mask_threshold: float | None = None
     """Sequences whose mean KL reaches this get no loss (the paper's Llama-1B: 0.15)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus: the loss minus entropy_coef x the token entropy, aggregated like the policy loss (`aggregation`)
+    over the loss-carrying tokens (verl's ``actor.entropy_coeff``; the paper's Qwen runs: 0.001, Llama-1B: 0). With
+    it the forward pass keeps the full logits with gradient and runs one pass per row (no shared-prompt cache)."""
+    top_entropy_quantile: float | None = None
+    """Only this top share (in (0, 1]) of the mini-batch's loss-carrying tokens by entropy carry the policy loss
+    (the KL term stays on all of them); TRL's ``top_entropy_quantile``. null or 1.0: off. Costs one extra forward
+    pass (no gradient) per mini-batch to rank the tokens."""
+    importance_sampling_level: ImportanceSamplingLevel = "token"
+    """"token": per-token ratios (PPO/GRPO); "sequence": GSPO's ratio exp(mean of the sequence's log-ratios) on all
+    its tokens (TRL's ``importance_sampling_level``). GSPO (Zheng et al. 2025) pairs it with a much smaller clip
+    range (epsilon_low 3e-4, epsilon_high 4e-4) and the "grpo" aggregation; the defaults here are not changed."""
+    dual_clip_c: float | None = None
+    """Dual-clip PPO: a negative-advantage token's loss is capped at dual_clip_c x |A| (must be > 1; verl's
+    ``clip_ratio_c``, 3.0 there). null: off."""
 
     def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key and the fix."""
@@ -155,6 +182,18 @@ class GRPOLossConfig:
             issues.append(f"{key}.kl_mask_threshold={self.kl_mask_threshold}: must be > 0 (or null)")
         if self.kl_mask_threshold is not None and self.kl_coef == 0:
             issues.append(f"{key}.kl_mask_threshold needs a reference model: set {key}.kl_coef > 0")
+        if self.entropy_coef < 0:
+            issues.append(f"{key}.entropy_coef={self.entropy_coef}: must be >= 0 (0 turns the entropy bonus off)")
+        if self.top_entropy_quantile is not None and not 0 < self.top_entropy_quantile <= 1:
+            issues.append(
+                f"{key}.top_entropy_quantile={self.top_entropy_quantile}: must be in (0, 1] (or null: every token)"
+            )
+        if self.importance_sampling_level not in ("token", "sequence"):
+            issues.append(
+                f"{key}.importance_sampling_level={self.importance_sampling_level!r}: choose token or sequence"
+            )
+        if self.dual_clip_c is not None and self.dual_clip_c <= 1:
+            issues.append(f"{key}.dual_clip_c={self.dual_clip_c}: must be > 1 (or null for no dual clip)")
         return issues
 
 
@@ -170,6 +209,11 @@ class UpdateConfig:
     """Sequences per forward/backward (gradient accumulation inside a mini-batch; memory only)."""
     max_grad_norm: float | None = 1.0
     """Clip the total gradient norm before each step (the paper: 1.0; Llama-1B: 0.2); null: no clipping."""
+    logprob_chunk_tokens: int | None = None
+    """Compute log-probs and entropies from the hidden states this many tokens at a time, each chunk's logits
+    recomputed in the backward (`bridge_pl.rl.chunked`): peak memory about 4 x chunk x vocabulary floats instead
+    of several (B, T, vocabulary) copies, same numbers. 512-1024 for 150k vocabularies; null: full logits. FSDP
+    and LoRA on the output layer fall back to full logits; the entropy bonus runs its own full-logits pass."""
 
     def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key and the fix."""
@@ -184,6 +228,8 @@ class UpdateConfig:
         ]
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             issues.append(f"{key}.max_grad_norm={self.max_grad_norm}: must be > 0 (or null for no clipping)")
+        if self.logprob_chunk_tokens is not None and self.logprob_chunk_tokens < 1:
+            issues.append(f"{key}.logprob_chunk_tokens={self.logprob_chunk_tokens}: must be >= 1 (or null)")
         return issues
 
 
@@ -238,6 +284,7 @@ class _Sequences:
     sampling_logprobs: torch.Tensor | None = None  # (B, C) from the engine
     old_logprobs: torch.Tensor | None = None  # (B, C)
     ref_logprobs: torch.Tensor | None = None  # (B, C)
+    entropy_mask: torch.Tensor | None = None  # (B, C) top-entropy tokens of the current mini-batch
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -538,7 +585,12 @@ class GRPOModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ update
     def _update(self, seqs: _Sequences) -> dict[str, torch.Tensor]:
-        """ppo_epochs x mini_batches optimizer steps on one rollout batch; returns token-mean statistics."""
+        """ppo_epochs x mini_batches optimizer steps on one rollout batch; returns the step's statistics.
+
+        ``loss`` and ``grad_norm`` are means over the optimizer steps; the others are token means over every
+        micro-batch, mini-batch and rank of the step (sums / token counts, `_STAT_TOKENS`), so they do not depend
+        on how the rollout batch is cut into micro-batches.
+        """
         on_policy = self.update.ppo_epochs == 1 and self.update.mini_batches == 1
         if not on_policy:  # the ratio needs the sampling policy's log-probs; one pass has them for free
             seqs.old_logprobs = self._logprobs_no_grad(self.model, seqs)
@@ -552,13 +604,24 @@ class GRPOModule(L.LightningModule):
                 for key, value in self._optimizer_step(seqs, rows.to(self.device)).items():
                     sums[key] = sums.get(key, 0) + value
         steps = self.update.ppo_epochs * self.update.mini_batches
-        return {key: value / steps for key, value in sums.items()}
+        stats = {key: sums.pop(key) / steps for key in ("loss", "grad_norm")}
+        keys = sorted(sums)
+        totals = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=self.device) for k in keys])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(totals)  # sums and counts of every rank: the global token mean
+        totals = dict(zip(keys, totals, strict=True))
+        for key, value in totals.items():
+            if key in _STAT_TOKENS:
+                stats[key] = value / totals[_STAT_TOKENS[key]].clamp(min=1)
+        return stats
 
     def _optimizer_step(self, seqs: _Sequences, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One mini-batch: accumulate micro-batch gradients, clip, step; the statistics of the mini-batch."""
+        """One mini-batch: accumulate micro-batch gradients, clip, step; the loss, gradient norm and token sums."""
         optimizer = self.optimizers()
         mask = seqs.batch.completion_mask[rows] * seqs.weights[rows, None]  # (b, C)
         counts = self._global_counts(mask)
+        if self.loss.top_entropy_quantile is not None and self.loss.top_entropy_quantile < 1:
+            seqs.entropy_mask = self._high_entropy_mask(seqs, rows)
         stats: dict[str, torch.Tensor] = {}
         order = _group_order(seqs, rows)
         for micro in order.split(self.update.micro_batch_size):
@@ -581,39 +644,54 @@ class GRPOModule(L.LightningModule):
             self.lr_schedulers().step()
             self.engine.mark_stale()
         optimizer.zero_grad(set_to_none=True)  # a skipped step drops its gradients
-        tokens = stats.pop("tokens").clamp(min=1)
-        loss = stats.pop("loss")
-        return {"loss": loss, "grad_norm": grad_norm} | {key: value / tokens for key, value in stats.items()}
+        return stats | {"grad_norm": grad_norm}
 
     def _micro_batch_loss(
         self, seqs: _Sequences, rows: torch.Tensor, counts: tuple[float, float]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The micro-batch's share of the mini-batch loss, and token sums of its statistics."""
+        """The micro-batch's share of the mini-batch loss, and token sums of its statistics (keys of `_STAT_TOKENS`).
+
+        The clip shares, policy loss and entropy bonus are summed over the tokens that carry loss (``loss_tokens``:
+        completion tokens of rows with weight 1 that the KL mask kept), the KL over the rows' completion tokens
+        before the KL mask (so the sequences it drops still show in ``train/kl``), entropy and log-probs over every
+        completion token (``tokens``: they describe the rollouts).
+        """
+        cfg = self.loss
         logprobs, entropy, width = self._forward(self.model, seqs, rows)  # (b, w)
-        mask = seqs.batch.completion_mask[rows, :width] * seqs.weights[rows, None]  # (b, w)
+        real = seqs.batch.completion_mask[rows, :width]  # (b, w)
+        selected = real * seqs.weights[rows, None]  # (b, w) rows that carry loss
         old = logprobs.detach() if seqs.old_logprobs is None else seqs.old_logprobs[rows, :width]
-        per_token, clip = clipped_surrogate(
-            logprobs, old, seqs.advantages[rows], mask, self.loss.epsilon_low, self.loss.epsilon_high
-        )
-        stats = {"policy_loss": (per_token * mask).sum().detach()}
+        mask, stats = selected, {}
         if seqs.ref_logprobs is not None:
-            kl = k3_kl(logprobs, seqs.ref_logprobs[rows, :width], self.loss.kl_clamp)  # (b, w)
-            if self.loss.kl_mask_threshold is not None:
-                mask = mask * sequence_kl_mask(kl.detach(), mask, self.loss.kl_mask_threshold)[:, None]
-            per_token = per_token + self.loss.kl_coef * kl
-            stats["kl"] = (kl.detach() * seqs.batch.completion_mask[rows, :width]).sum()
+            kl = k3_kl(logprobs, seqs.ref_logprobs[rows, :width], cfg.kl_clamp)  # (b, w)
+            if cfg.kl_mask_threshold is not None:
+                mask = mask * sequence_kl_mask(kl.detach(), mask, cfg.kl_mask_threshold)[:, None]
+            stats |= {"kl": (kl.detach() * selected).sum(), "kl_tokens": selected.sum()}
+        per_token, clip = clipped_surrogate(
+            logprobs, old, seqs.advantages[rows], mask, cfg.epsilon_low, cfg.epsilon_high,
+            importance_sampling_level=cfg.importance_sampling_level, dual_clip_c=cfg.dual_clip_c,
+        )  # fmt: skip
+        if seqs.entropy_mask is not None:  # only the high-entropy tokens carry the policy term (TRL)
+            per_token = per_token * seqs.entropy_mask[rows, :width]
+        loss_tokens = mask.sum()
+        stats |= {"policy_loss": (per_token * mask).sum().detach(), "loss_tokens": loss_tokens}
+        stats |= {"clip_low": clip.low * loss_tokens, "clip_high": clip.high * loss_tokens}
+        if seqs.ref_logprobs is not None:
+            per_token = per_token + cfg.kl_coef * kl
         num_sequences, num_tokens = counts
-        loss = aggregate(per_token, mask, self.loss.aggregation, num_sequences=num_sequences,
-                         num_tokens=num_tokens, max_completion_length=self.rollout.sampling.max_new_tokens)  # fmt: skip
-        real = seqs.batch.completion_mask[rows, :width]
-        tokens = real.sum()
+        reduce = dict(num_sequences=num_sequences, num_tokens=num_tokens,
+                      max_completion_length=self.rollout.sampling.max_new_tokens)  # fmt: skip
+        loss = aggregate(per_token, mask, cfg.aggregation, **reduce)
+        if cfg.entropy_coef > 0:
+            # verl (verl/workers/actor/dp_actor.py, DataParallelPPOActor.update_policy): entropy_loss =
+            # agg_loss(entropy, response_mask, loss_agg_mode); policy_loss = pg_loss - entropy_coeff * entropy_loss.
+            loss = loss - cfg.entropy_coef * aggregate(entropy, mask, cfg.aggregation, **reduce)
+            stats["entropy_bonus"] = cfg.entropy_coef * (entropy.detach() * mask).sum()
         stats |= {
             "loss": loss.detach(),
-            "entropy": (entropy * real).sum(),
+            "entropy": (entropy.detach() * real).sum(),
             "neg_logprob": -(logprobs.detach() * real).sum(),
-            "clip_low": clip.low * tokens,
-            "clip_high": clip.high * tokens,
-            "tokens": tokens,
+            "tokens": real.sum(),
         }
         if seqs.sampling_logprobs is not None:
             gap = (logprobs.detach() - seqs.sampling_logprobs[rows, :width]).abs()
@@ -621,10 +699,37 @@ class GRPOModule(L.LightningModule):
         return loss, stats
 
     def _forward(self, model: torch.nn.Module, seqs: _Sequences, rows: torch.Tensor, with_entropy: bool = True):
-        """Completion-token log-probs (b, w), entropies (b, w, no grad) and width w of `rows`."""
+        """Completion-token log-probs (b, w), entropies (b, w) and width w of `rows`.
+
+        The entropy has a gradient only when the entropy bonus needs one (`_logprobs_and_entropy`).
+        """
+        temperature = self.rollout.sampling.temperature
+        if with_entropy and self.loss.entropy_coef > 0 and torch.is_grad_enabled():
+            return _logprobs_and_entropy(model, seqs.batch, rows, temperature)
         return completion_logprobs(
-            model, seqs.batch, rows, temperature=self.rollout.sampling.temperature, with_entropy=with_entropy
-        )
+            model, seqs.batch, rows, temperature=temperature, with_entropy=with_entropy,
+            chunk_tokens=self.update.logprob_chunk_tokens,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def _high_entropy_mask(self, seqs: _Sequences, rows: torch.Tensor) -> torch.Tensor:
+        """(B, C) the top-entropy tokens of mini-batch `rows` under the current policy (0 elsewhere).
+
+        Ranked over the whole mini-batch on every rank (TRL gathers over ranks too), before its first micro-batch,
+        so the mask does not depend on the micro-batch size.
+        """
+        entropy = torch.zeros_like(seqs.batch.completion_mask)
+        for micro in rows.split(self.update.micro_batch_size):
+            _, values, width = completion_logprobs(self.model, seqs.batch, micro, with_entropy=True,
+                                                   temperature=self.rollout.sampling.temperature,
+                                                   chunk_tokens=self.update.logprob_chunk_tokens)  # fmt: skip
+            entropy[micro, :width] = values
+        mask = torch.zeros_like(entropy)
+        mask[rows] = seqs.batch.completion_mask[rows] * seqs.weights[rows, None]
+        pool = entropy[mask.bool()]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            pool = _gather_variable(pool)
+        return high_entropy_mask(entropy, mask, self.loss.top_entropy_quantile, pool=pool)
 
     @torch.no_grad()
     def _logprobs_no_grad(self, model: torch.nn.Module, seqs: _Sequences) -> torch.Tensor:
@@ -702,6 +807,8 @@ class GRPOModule(L.LightningModule):
         metrics |= {f"train/rewards/{name}": value.mean() for name, value in values.items()}
         if "kl" in stats:
             metrics["train/kl"] = stats["kl"]
+        if "entropy_bonus" in stats:
+            metrics["train/entropy_bonus"] = stats["entropy_bonus"]
         if "logp_difference" in stats:
             metrics["train/sampling/logp_difference"] = stats["logp_difference"]
         metrics = {k: (v.float() if torch.is_tensor(v) else torch.tensor(float(v))) for k, v in metrics.items()}
@@ -804,6 +911,49 @@ class _Frozen:
 
     def __init__(self, module: torch.nn.Module | None) -> None:
         self.module = module
+
+
+# Each token-sum statistic of `_micro_batch_loss` and the token count it is divided by.
+_STAT_TOKENS = {
+    "policy_loss": "loss_tokens",
+    "clip_low": "loss_tokens",
+    "clip_high": "loss_tokens",
+    "entropy_bonus": "loss_tokens",
+    "kl": "kl_tokens",
+    "entropy": "tokens",
+    "neg_logprob": "tokens",
+    "logp_difference": "tokens",
+}
+
+
+def _logprobs_and_entropy(model: torch.nn.Module, batch: CompletionBatch, rows: torch.Tensor, temperature: float):
+    """(b, w) log-probs and entropies, both with gradient, and w, from one pass over [prompt | completion] per row.
+
+    `completion_logprobs` gives the entropy without gradient; the entropy bonus needs it, so this copies that
+    function's one-pass path (its ``_logits_whole``) and keeps the entropy in the graph.
+    """
+    width = max(int(batch.completion_mask[rows].sum(1).max()), 1)
+    prompt_mask = batch.prompt_mask[batch.prompt_index[rows]]
+    keep = int(prompt_mask.sum(1).max())
+    input_ids = torch.cat([batch.prompt_ids[batch.prompt_index[rows], -keep:], batch.completion_ids[rows, :width]], 1)
+    attention_mask = torch.cat([prompt_mask[:, -keep:], batch.completion_mask[rows, :width].long()], dim=1)
+    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                   logits_to_keep=width + 1, use_cache=False).logits[:, :-1]  # (b, w, V)  # fmt: skip
+    logprobs = token_logprobs(logits, batch.completion_ids[rows, :width], temperature)
+    return logprobs, token_entropy(logits, temperature), width
+
+
+def _gather_variable(values: torch.Tensor) -> torch.Tensor:
+    """The 1-D `values` of every rank, concatenated (ranks may hold different counts)."""
+    count = torch.tensor([values.numel()], device=values.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    longest = int(max(c.item() for c in counts))
+    padded = torch.cat([values, values.new_zeros(longest - values.numel())])
+    parts = [torch.zeros_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(c.item())] for part, c in zip(parts, counts, strict=True)])
 
 
 def _group_order(seqs: _Sequences, rows: torch.Tensor) -> torch.Tensor:

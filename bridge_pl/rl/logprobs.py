@@ -10,13 +10,15 @@ taken when gradient checkpointing is on (transformers drops the cache there).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from bridge_pl.data.encoding import pad_left, pad_right
 from bridge_pl.models.model_io import cache_keyword
+from bridge_pl.rl.chunked import chunked_logprobs_and_entropy
 from bridge_pl.rl.losses import token_entropy, token_logprobs
 
 __all__ = ["CompletionBatch", "completion_logprobs", "sequence_mean_logprob"]
@@ -63,6 +65,7 @@ def completion_logprobs(
     *,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    chunk_tokens: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Log-prob of every completion token of `rows` under `model`, trimmed to the rows' longest completion.
 
@@ -72,6 +75,11 @@ def completion_logprobs(
         rows: (b,) row indices (default: all rows).
         temperature: The sampling temperature the log-probs refer to.
         with_entropy: Also return the entropy (no gradient) of each predicted position.
+        chunk_tokens: None: the model returns full (b, w, V) logits. An int: run the model's decoder for hidden
+            states and apply the output layer `chunk_tokens` tokens at a time under activation checkpointing
+            (`bridge_pl.rl.chunked`), so no (b, w, V) tensor exists, forward or backward; the same numbers. Models
+            whose structure is not recognised (FSDP-wrapped, LoRA on the output layer, scaled or soft-capped
+            logits) take the full-logits path.
 
     Returns:
         (logprobs (b, w), entropy (b, w) or None, w): w is the longest completion of the rows; entries past
@@ -79,11 +87,17 @@ def completion_logprobs(
     """
     rows = torch.arange(len(batch), device=batch.completion_ids.device) if rows is None else rows
     width = max(int(batch.completion_mask[rows].sum(1).max()), 1)
-    if _checkpointing(model) and torch.is_grad_enabled():
-        logits = _logits_whole(model, batch, rows, width)
-    else:
-        logits = _logits_shared_prompts(model, batch, rows, width)  # (b, w, V)
-    logprobs = token_logprobs(logits, batch.completion_ids[rows, :width], temperature)
+    whole = _checkpointing(model) and torch.is_grad_enabled()
+    targets = batch.completion_ids[rows, :width]  # (b, w)
+    parts = None if chunk_tokens is None else _decoder_and_head(model)
+    if parts is not None:
+        decoder, head = parts
+        run = _run_decoder(decoder)
+        hidden = (_whole if whole else _shared_prompts)(run, batch, rows, width)  # (b, w, H)
+        return (*chunked_logprobs_and_entropy(hidden, head.weight, head.bias, targets, temperature, chunk_tokens,
+                                              with_entropy), width)  # fmt: skip
+    logits = (_whole if whole else _shared_prompts)(_run_model(model), batch, rows, width)  # (b, w, V)
+    logprobs = token_logprobs(logits, targets, temperature)
     entropy = None
     if with_entropy:
         with torch.no_grad():
@@ -91,37 +105,116 @@ def completion_logprobs(
     return logprobs, entropy, width
 
 
-def _logits_shared_prompts(model: torch.nn.Module, batch: CompletionBatch, rows: torch.Tensor, width: int):
-    """(b, w, V) next-token logits of the completions, each distinct prompt run once with a KV cache."""
+# A forward: (input_ids, attention_mask, position_ids, keep, cache) -> ((n, keep, D) outputs of the last `keep`
+# positions, the KV cache). D is V for the model (logits) or H for its decoder (hidden states).
+Forward = Callable[..., tuple[torch.Tensor, Any]]
+
+
+def _run_model(model: torch.nn.Module) -> Forward:
+    """The causal LM as a `Forward` returning logits."""
+
+    def run(input_ids, attention_mask, position_ids, keep, cache=None, use_cache=True):
+        extra = {} if cache is None else {cache_keyword(): cache}
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    use_cache=use_cache, logits_to_keep=keep, **extra)  # fmt: skip
+        return out.logits, _cache_of(out)
+
+    return run
+
+
+def _run_decoder(decoder: torch.nn.Module) -> Forward:
+    """The decoder (backbone without output layer) as a `Forward` returning final hidden states."""
+
+    def run(input_ids, attention_mask, position_ids, keep, cache=None, use_cache=True):
+        extra = {} if cache is None else {cache_keyword(): cache}
+        out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=use_cache, **extra)  # fmt: skip
+        return out.last_hidden_state[:, -keep:], _cache_of(out)
+
+    return run
+
+
+def _cache_of(out) -> Any:
+    return out["cache"] if "cache" in out else out.get("past_key_values")
+
+
+def _shared_prompts(run: Forward, batch: CompletionBatch, rows: torch.Tensor, width: int) -> torch.Tensor:
+    """(b, w, D) outputs at the positions predicting the completions, each distinct prompt run once with a KV cache."""
     used, local = torch.unique(batch.prompt_index[rows], return_inverse=True)  # (u,), (b,)
     prompt_mask = batch.prompt_mask[used]
     keep = int(prompt_mask.sum(1).max())
     prompt_ids, prompt_mask = batch.prompt_ids[used, -keep:], prompt_mask[:, -keep:]
-    first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
-                  use_cache=True, logits_to_keep=1)  # fmt: skip
-    cache = first["cache"] if "cache" in first else first["past_key_values"]
+    first, cache = run(prompt_ids, prompt_mask, _positions(prompt_mask), keep=1)  # (u, 1, D)
     cache.batch_select_indices(local)  # (u, ...) -> (b, ...): each row attends to its own prompt
     completion_mask = batch.completion_mask[rows, :width].long()
     attention_mask = torch.cat([prompt_mask[local], completion_mask], dim=1)
     positions = prompt_mask.sum(1)[local, None] + torch.arange(width, device=attention_mask.device)  # (b, w)
-    head = first.logits[local]  # (b, 1, V): predicts completion token 0
+    head = first[local]  # (b, 1, D): predicts completion token 0
     if width == 1:
         return head
     inputs = width - 1  # completion tokens 0 .. w-2 predict tokens 1 .. w-1
-    second = model(input_ids=batch.completion_ids[rows, :inputs], attention_mask=attention_mask[:, : keep + inputs],
-                   position_ids=positions[:, :inputs], use_cache=True, **{cache_keyword(): cache})  # fmt: skip
-    return torch.cat([head, second.logits], dim=1)  # (b, w, V)
+    second, _ = run(batch.completion_ids[rows, :inputs], attention_mask[:, : keep + inputs], positions[:, :inputs],
+                    keep=inputs, cache=cache)  # fmt: skip
+    return torch.cat([head, second], dim=1)  # (b, w, D)
 
 
-def _logits_whole(model: torch.nn.Module, batch: CompletionBatch, rows: torch.Tensor, width: int) -> torch.Tensor:
-    """(b, w, V) the same logits from one pass over [prompt | completion] per row."""
+def _whole(run: Forward, batch: CompletionBatch, rows: torch.Tensor, width: int) -> torch.Tensor:
+    """(b, w, D) the same outputs from one pass over [prompt | completion] per row."""
     prompt_mask = batch.prompt_mask[batch.prompt_index[rows]]
     keep = int(prompt_mask.sum(1).max())
     prompt_ids = batch.prompt_ids[batch.prompt_index[rows], -keep:]
     input_ids = torch.cat([prompt_ids, batch.completion_ids[rows, :width]], dim=1)
     attention_mask = torch.cat([prompt_mask[:, -keep:], batch.completion_mask[rows, :width].long()], dim=1)
-    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
-                 logits_to_keep=width + 1, use_cache=False).logits[:, :-1]  # fmt: skip
+    out, _ = run(input_ids, attention_mask, _positions(attention_mask), keep=width + 1, use_cache=False)
+    return out[:, :-1]
+
+
+def _logits_shared_prompts(model: torch.nn.Module, batch: CompletionBatch, rows: torch.Tensor, width: int):
+    """(b, w, V) next-token logits of the completions, each distinct prompt run once with a KV cache."""
+    return _shared_prompts(_run_model(model), batch, rows, width)
+
+
+def _logits_whole(model: torch.nn.Module, batch: CompletionBatch, rows: torch.Tensor, width: int) -> torch.Tensor:
+    """(b, w, V) the same logits from one pass over [prompt | completion] per row."""
+    return _whole(_run_model(model), batch, rows, width)
+
+
+def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+    """(decoder, output layer) when `model` computes logits as exactly ``lm_head(decoder(...))``; else None.
+
+    None (the caller falls back to full logits) for FSDP-wrapped models, whose root unit gathers the embeddings
+    and output layer in its own forward hook; for an output layer that is not a plain Linear (LoRA on lm_head);
+    for models that scale or soft-cap their logits (Gemma 2, Cohere, Granite); and for models without
+    ``get_decoder`` / ``get_output_embeddings``.
+    """
+    if any(_is_fsdp(m) for m in model.modules()):
+        return None
+    get_decoder, get_head = getattr(model, "get_decoder", None), getattr(model, "get_output_embeddings", None)
+    if get_decoder is None or get_head is None:
+        return None
+    try:
+        decoder, head = get_decoder(), get_head()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    config = getattr(model, "config", None)
+    if any(getattr(config, key, None) not in (None, 1, 1.0) for key in _LOGIT_TRANSFORMS):
+        return None
+    if type(head) is not torch.nn.Linear or decoder is None or decoder is model or _is_dtensor(head.weight):
+        return None
+    return decoder, head
+
+
+# Config fields under which transformers models change lm_head's output before returning it.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _is_fsdp(module: torch.nn.Module) -> bool:
+    """Whether `module` is an FSDP1 wrapper or an FSDP2 (``fully_shard``) unit."""
+    return any(cls.__name__ in ("FullyShardedDataParallel", "FSDPModule") for cls in type(module).__mro__)
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    return type(tensor).__name__ == "DTensor"
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:

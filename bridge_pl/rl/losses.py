@@ -15,8 +15,10 @@ import torch
 __all__ = [
     "Aggregation",
     "ClipStats",
+    "ImportanceSamplingLevel",
     "aggregate",
     "clipped_surrogate",
+    "high_entropy_mask",
     "k3_kl",
     "masked_mean",
     "sequence_kl_mask",
@@ -25,6 +27,7 @@ __all__ = [
 ]
 
 Aggregation = Literal["grpo", "dapo", "dr_grpo"]
+ImportanceSamplingLevel = Literal["token", "sequence"]
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -93,16 +96,27 @@ def clipped_surrogate(
     mask: torch.Tensor,
     epsilon_low: float = 0.2,
     epsilon_high: float = 0.2,
+    *,
+    importance_sampling_level: ImportanceSamplingLevel = "token",
+    dual_clip_c: float | None = None,
 ) -> tuple[torch.Tensor, ClipStats]:
-    """Per-token PPO clipped policy loss -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), r = exp(logp - old).
+    """Per-token PPO clipped policy loss -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A).
+
+    The ratio r is exp(logp - old) per token ("token", PPO/GRPO), or GSPO's sequence ratio
+    exp(mean over the sequence's `mask` tokens of (logp - old)), the same on all its tokens ("sequence"; TRL's
+    ``importance_sampling_level="sequence"`` in ``GRPOTrainer._compute_loss``, gradient through the mean).
+    With `dual_clip_c` (> 1), a negative-advantage token's loss is further capped at c x |A| (dual-clip PPO,
+    verl's ``clip_ratio_c`` in ``verl/trainer/ppo/core_algos.py::compute_policy_loss``).
 
     Args:
         logprobs: (B, C) log-probs under the policy being updated (with gradient).
         old_logprobs: (B, C) log-probs under the policy that sampled (no gradient).
         advantages: (B,) one advantage per sequence, the same on all its tokens.
-        mask: (B, C) 1 on completion tokens.
+        mask: (B, C) 1 on completion tokens (those that carry loss).
         epsilon_low: Lower clip range.
         epsilon_high: Upper clip range (DAPO's clip-higher sets it above epsilon_low).
+        importance_sampling_level: "token" or "sequence" (GSPO) ratios.
+        dual_clip_c: Cap of the loss of negative advantages, in units of |A| (None: no cap).
 
     Returns:
         (B, C) loss per token (0 where mask is 0) and the clip shares over masked tokens.
@@ -111,16 +125,50 @@ def clipped_surrogate(
     >>> loss  # ratio 1: the loss is -A on every token
     tensor([[-2., -2.]])
     """
-    ratio = torch.exp(logprobs - old_logprobs)  # (B, C)
+    log_ratio = logprobs - old_logprobs  # (B, C)
+    if importance_sampling_level == "sequence":
+        log_ratio = (log_ratio * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, 1)
+        log_ratio = log_ratio.expand_as(logprobs)  # (B, C)
+    ratio = torch.exp(log_ratio)  # (B, C)
     adv = advantages.unsqueeze(1)  # (B, 1)
     unclipped = ratio * adv
     clipped = ratio.clamp(1.0 - epsilon_low, 1.0 + epsilon_high) * adv
-    loss = -torch.minimum(unclipped, clipped) * mask  # (B, C)
+    loss = -torch.minimum(unclipped, clipped)  # (B, C)
+    if dual_clip_c is not None:  # verl: torch.where(A < 0, min(-A * c, loss), loss)
+        loss = torch.where(adv < 0, torch.minimum(loss, -adv * dual_clip_c), loss)
+    loss = loss * mask
     with torch.no_grad():
         low = ((ratio < 1.0 - epsilon_low) & (adv < 0)).float()
         high = ((ratio > 1.0 + epsilon_high) & (adv > 0)).float()
         stats = ClipStats(masked_mean(low, mask), masked_mean(high, mask))
     return loss, stats
+
+
+def high_entropy_mask(
+    entropy: torch.Tensor, mask: torch.Tensor, quantile: float, pool: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, C) float mask of the top-`quantile` share of `mask`'s tokens by entropy (ties at the cut kept).
+
+    The cut is the (1 - quantile) quantile (torch.quantile, linear interpolation) of `pool`, by default the
+    entropies of the tokens under `mask`; a masked token is kept when its entropy reaches the cut. This is TRL's
+    ``GRPOTrainer.get_high_entropy_mask(entropies, mask, 1 - top_entropy_quantile)`` (``trl/trainer/grpo_trainer.py``;
+    "Beyond the 80/20 rule", Wang et al. 2025); TRL's pool is the tokens of every rank, which a caller passes as
+    `pool`.
+
+    Args:
+        entropy: (B, C) entropy of each position.
+        mask: (B, C) 1 on the tokens that carry loss.
+        quantile: Share of the tokens to keep, in (0, 1].
+        pool: (n,) the entropies the cut is taken over (default: ``entropy[mask]``).
+
+    >>> high_entropy_mask(torch.tensor([[0.1, 0.9, 0.5, 0.3]]), torch.ones(1, 4), 0.5).tolist()  # cut 0.4
+    [[0.0, 1.0, 1.0, 0.0]]
+    """
+    pool = entropy[mask.bool()].float() if pool is None else pool.float()
+    if pool.numel() == 0:
+        return torch.zeros_like(mask)
+    cut = torch.quantile(pool, 1.0 - quantile)
+    return ((entropy * mask >= cut) & mask.bool()).to(mask.dtype)
 
 
 def sequence_kl_mask(kl: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:

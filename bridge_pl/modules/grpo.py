@@ -76,8 +76,6 @@ from bridge_pl.rl.losses import (
     high_entropy_mask,
     k3_kl,
     sequence_kl_mask,
-    token_entropy,
-    token_logprobs,
 )
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig
 from bridge_pl.rollout.hf import HFEngine
@@ -701,14 +699,12 @@ class GRPOModule(L.LightningModule):
     def _forward(self, model: torch.nn.Module, seqs: _Sequences, rows: torch.Tensor, with_entropy: bool = True):
         """Completion-token log-probs (b, w), entropies (b, w) and width w of `rows`.
 
-        The entropy has a gradient only when the entropy bonus needs one (`_logprobs_and_entropy`).
+        The entropy has a gradient only when the entropy bonus needs one (then the full logits are computed).
         """
-        temperature = self.rollout.sampling.temperature
-        if with_entropy and self.loss.entropy_coef > 0 and torch.is_grad_enabled():
-            return _logprobs_and_entropy(model, seqs.batch, rows, temperature)
+        entropy_grad = with_entropy and self.loss.entropy_coef > 0 and torch.is_grad_enabled()
         return completion_logprobs(
-            model, seqs.batch, rows, temperature=temperature, with_entropy=with_entropy,
-            chunk_tokens=self.update.logprob_chunk_tokens,
+            model, seqs.batch, rows, temperature=self.rollout.sampling.temperature, with_entropy=with_entropy,
+            entropy_grad=entropy_grad, chunk_tokens=self.update.logprob_chunk_tokens,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -924,24 +920,6 @@ _STAT_TOKENS = {
     "neg_logprob": "tokens",
     "logp_difference": "tokens",
 }
-
-
-def _logprobs_and_entropy(model: torch.nn.Module, batch: CompletionBatch, rows: torch.Tensor, temperature: float):
-    """(b, w) log-probs and entropies, both with gradient, and w, from one pass over [prompt | completion] per row.
-
-    `completion_logprobs` gives the entropy without gradient; the entropy bonus needs it, so this copies that
-    function's one-pass path (its ``_logits_whole``) and keeps the entropy in the graph.
-    """
-    width = max(int(batch.completion_mask[rows].sum(1).max()), 1)
-    prompt_mask = batch.prompt_mask[batch.prompt_index[rows]]
-    keep = int(prompt_mask.sum(1).max())
-    input_ids = torch.cat([batch.prompt_ids[batch.prompt_index[rows], -keep:], batch.completion_ids[rows, :width]], 1)
-    attention_mask = torch.cat([prompt_mask[:, -keep:], batch.completion_mask[rows, :width].long()], dim=1)
-    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                   logits_to_keep=width + 1, use_cache=False).logits[:, :-1]  # (b, w, V)  # fmt: skip
-    logprobs = token_logprobs(logits, batch.completion_ids[rows, :width], temperature)
-    return logprobs, token_entropy(logits, temperature), width
 
 
 def _gather_variable(values: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,7 @@ def completion_logprobs(
     *,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    entropy_grad: bool = False,
     chunk_tokens: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Log-prob of every completion token of `rows` under `model`, trimmed to the rows' longest completion.
@@ -74,7 +75,8 @@ def completion_logprobs(
         batch: The padded batch.
         rows: (b,) row indices (default: all rows).
         temperature: The sampling temperature the log-probs refer to.
-        with_entropy: Also return the entropy (no gradient) of each predicted position.
+        with_entropy: Also return the entropy of each predicted position (no gradient unless `entropy_grad`).
+        entropy_grad: Keep the entropy in the graph (an entropy bonus); the full-logits path is then taken.
         chunk_tokens: None: the model returns full (b, w, V) logits. An int: run the model's decoder for hidden
             states and apply the output layer `chunk_tokens` tokens at a time under activation checkpointing
             (`bridge_pl.rl.chunked`), so no (b, w, V) tensor exists, forward or backward; the same numbers. Models
@@ -89,7 +91,7 @@ def completion_logprobs(
     width = max(int(batch.completion_mask[rows].sum(1).max()), 1)
     whole = _checkpointing(model) and torch.is_grad_enabled()
     targets = batch.completion_ids[rows, :width]  # (b, w)
-    parts = None if chunk_tokens is None else _decoder_and_head(model)
+    parts = None if chunk_tokens is None or (with_entropy and entropy_grad) else _decoder_and_head(model)
     if parts is not None:
         decoder, head = parts
         run = _run_decoder(decoder)
@@ -99,7 +101,9 @@ def completion_logprobs(
     logits = (_whole if whole else _shared_prompts)(_run_model(model), batch, rows, width)  # (b, w, V)
     logprobs = token_logprobs(logits, targets, temperature)
     entropy = None
-    if with_entropy:
+    if with_entropy and entropy_grad:
+        entropy = token_entropy(logits, temperature)
+    elif with_entropy:
         with torch.no_grad():
             entropy = token_entropy(logits.detach(), temperature)
     return logprobs, entropy, width

@@ -57,3 +57,20 @@ def test_checkpointed_models_take_the_whole_pass(model_dir):
     reference = completion_logprobs(load_model(model_dir), b)[0]
     mask = b.completion_mask[:, :width]
     assert torch.allclose(logprobs * mask, reference * mask, atol=1e-5)
+
+
+def test_entropy_keeps_its_gradient_only_when_asked(model_dir):
+    from bridge_pl.rl.losses import token_entropy
+
+    model, data = load_model(model_dir), batch()
+    _, plain, _ = completion_logprobs(model, data, with_entropy=True, chunk_tokens=4)
+    assert not plain.requires_grad
+    _, entropy, width = completion_logprobs(model, data, with_entropy=True, entropy_grad=True, chunk_tokens=4)
+    mask = data.completion_mask[:, :width]
+    (entropy * mask).sum().backward()
+    ours = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    logits = _logits_whole(model, data, torch.arange(len(data)), width)
+    (token_entropy(logits) * mask).sum().backward()
+    assert torch.allclose(entropy.detach(), plain, atol=1e-6)
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(ours, model.parameters(), strict=True))

@@ -1,8 +1,9 @@
 """Peak memory of one GRPO micro-batch: chunked log-probs (``chunk_tokens``) against full (B, T, V) logits.
 
 One micro-batch of a GRPO update at Qwen's vocabulary (151,936 tokens): B completions (default 1) of one prompt (the
-shared-prompt KV-cache path of `completion_logprobs`), T completion tokens each, log-probs with gradient plus the
-entropy, a policy-gradient loss -(A * logp) token mean with advantages +-1, and its backward. The model is a
+shared-prompt KV-cache path of `completion_logprobs`), T completion tokens each, log-probs and entropy with gradient,
+a policy-gradient loss -(A * logp) token mean with advantages +-1 minus the entropy bonus (``--entropy-coef``, the
+paper's Qwen configs' 0.001 by default; 0 leaves the entropy a diagnostic), and its backward. The model is a
 from-scratch tiny Llama (hidden 64, 2 layers) so that the output layer's logits dominate memory, as they do at
 long completions. Both variants run in the same invocation on the same weights and batch; the figure is the
 peak memory above what the model and batch already hold, and the ratio ours / full. The losses and every
@@ -51,14 +52,17 @@ def setup(args: argparse.Namespace, device: str) -> tuple[torch.nn.Module, Compl
     return model, CompletionBatch.build(prompts, completions, pad_id=0, device=device)
 
 
-def step(model: torch.nn.Module, batch: CompletionBatch, chunk_tokens: int | None, temperature: float):
-    """One micro-batch: log-probs + entropy, -(A * logp) token mean, backward. Returns the loss."""
+def step(model: torch.nn.Module, batch: CompletionBatch, chunk_tokens: int | None, args: argparse.Namespace):
+    """One micro-batch: log-probs + entropy, -(A * logp) - coef * entropy token means, backward. Returns the loss."""
     logprobs, entropy, width = completion_logprobs(
-        model, batch, temperature=temperature, with_entropy=True, chunk_tokens=chunk_tokens
-    )
+        model, batch, temperature=args.temperature, with_entropy=True, entropy_grad=args.entropy_coef > 0,
+        chunk_tokens=chunk_tokens,
+    )  # fmt: skip
     mask = batch.completion_mask[:, :width]  # (B, T)
     advantages = torch.tensor([1.0, -1.0], device=mask.device).repeat(len(batch))[: len(batch)]  # (B,)
     loss = -(advantages[:, None] * logprobs * mask).sum() / mask.sum()
+    if args.entropy_coef > 0:
+        loss = loss - args.entropy_coef * (entropy * mask).sum() / mask.sum()
     loss.backward()
     assert entropy is not None and torch.isfinite(entropy).all()
     return loss.detach()
@@ -73,7 +77,7 @@ def measure_cuda(args: argparse.Namespace) -> dict[str, tuple[float, torch.Tenso
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        loss = step(model, batch, chunk, args.temperature)
+        loss = step(model, batch, chunk, args)
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
         results[name] = (peak, loss.cpu(), {n: p.grad.cpu() for n, p in model.named_parameters()})
@@ -84,7 +88,7 @@ def child(args: argparse.Namespace) -> None:
     """One variant in this fresh process: write (peak RSS above the pre-step RSS, loss, gradients) to args.out."""
     model, batch = setup(args, "cpu")
     base = psutil.Process().memory_info().rss
-    loss = step(model, batch, None if args.variant == "full" else args.chunk_tokens, args.temperature)
+    loss = step(model, batch, None if args.variant == "full" else args.chunk_tokens, args)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base  # ru_maxrss is in KiB on Linux
     torch.save((peak, loss, {n: p.grad for n, p in model.named_parameters()}), args.out)
 
@@ -108,6 +112,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--chunk-tokens", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--entropy-coef", type=float, default=0.001, help="entropy bonus (0: no entropy gradient)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--variant", choices=["full", "ours"], help=argparse.SUPPRESS)  # the CPU child process
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -117,7 +122,7 @@ def main(argv: list[str]) -> None:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     print(
         f"B {args.micro_batch} x T {args.completion_tokens} completion tokens, V {args.vocab}, hidden {args.hidden}, "
-        f"chunks of {args.chunk_tokens} tokens, temperature {args.temperature}; peak "
+        f"chunks of {args.chunk_tokens} tokens, temperature {args.temperature}, entropy coef {args.entropy_coef}; peak "
         + ("torch.cuda.max_memory_allocated" if cuda else "RSS (one subprocess per variant)")
     )
     results = measure_cuda(args) if cuda else measure_cpu(args, argv)

@@ -51,9 +51,10 @@ ANSWER = "\nSo x = {v}.\n</think>\n<answer>\nThe final answer is \\boxed{{{v}}}.
 class ScriptedEngine(RolloutEngine):
     """Fixed completions with a chosen number of right answers per prompt."""
 
-    def __init__(self, right_counts: tuple[int, ...] | None = None) -> None:
+    def __init__(self, right_counts: tuple[int, ...] | None = None, logprobs: bool = False) -> None:
         super().__init__()
         self.right_counts = right_counts  # None: half of each group is right
+        self.logprobs = logprobs  # made-up "engine" log-probs -6.5, -7, -7.5, -8, -6.5, ... (a train/engine mismatch)
 
     def _start(self, policy):
         pass
@@ -75,7 +76,8 @@ class ScriptedEngine(RolloutEngine):
 
     def _completion(self, text):
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return Completion(ids, self.tokenizer.decode(ids, skip_special_tokens=True), "stop")
+        logprobs = [-6.5 - 0.5 * (j % 4) for j in range(len(ids))] if self.logprobs else None
+        return Completion(ids, self.tokenizer.decode(ids, skip_special_tokens=True), "stop", logprobs)
 
 
 @pytest.fixture()

@@ -20,9 +20,16 @@ defaults are ``strict_match`` and ``format``), ``train/frac_reward_zero_std``, `
 rollouts the ``accuracy_reward`` counts correct), ``train/completions/{mean,min,max}_length``,
 ``train/completions/mean_terminated_length``, ``train/completions/clipped_ratio``, ``train/entropy``, ``train/ppl``,
 ``train/loss`` (the optimized objective, mean over the step's optimizer steps), ``train/grad_norm``, ``train/lr``,
-``train/sampling/logp_difference`` (when the engine returns log-probs), ``timing/{rollout,update,step}_s``,
+``train/sampling/logp_difference`` and ``train/sampling/logp_difference_max`` (mean and largest |trainer - engine|
+log-prob of the completion tokens, when the engine returns log-probs), ``timing/{rollout,update,step}_s``,
 ``perf/tokens_per_sec``, ``perf/rollout_tokens_per_sec``; validation ``val/accuracy``, ``val/accuracy_op_<n>``,
-``val/completion_length`` (greedy, format bonus 0, as the paper validates).
+``val/completion_length`` (greedy, format bonus 0, as the paper validates), and with ``rollout.val_samples`` = k > 1
+``val/mean@k``, ``val/pass@1``, ``val/pass@k`` (k sampled answers per prompt; the same for ``test/``).
+
+With ``loss.sampling_correction`` (train/inference mismatch): ``train/sampling/importance_sampling_ratio/{min,mean,
+max}`` (TRL's names; over the loss-carrying tokens, or sequences for the sequence modes, before truncation or
+masking) and ``train/sampling/masked_share`` (the *_mask modes) or ``train/sampling/truncated_share`` (*_truncate):
+the share of those whose ratio left [sampling_ratio_min, sampling_ratio_max].
 
 The loss statistics are token means over the whole training step (every micro-batch, mini-batch and rank), so
 they do not depend on ``update.micro_batch_size``: ``train/clip_ratio/{low_mean,high_mean,region_mean}`` (share of
@@ -71,10 +78,12 @@ from bridge_pl.rl.logprobs import CompletionBatch, completion_logprobs
 from bridge_pl.rl.losses import (
     Aggregation,
     ImportanceSamplingLevel,
+    SamplingCorrection,
     aggregate,
     clipped_surrogate,
     high_entropy_mask,
     k3_kl,
+    sampling_correction,
     sequence_kl_mask,
 )
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig
@@ -114,11 +123,23 @@ class RolloutConfig:
     without refilling the batch)."""
     val_max_new_tokens: int | None = None
     """Longest greedy completion in validation/test (default: sampling.max_new_tokens)."""
+    val_samples: int = 1
+    """k sampled answers per validation and test prompt besides the greedy one: logs ``val/mean@k`` (their mean
+    accuracy), ``val/pass@1`` and ``val/pass@k`` (the unbiased estimator of Chen et al. 2021), which tell sharpening
+    (mean@k up, pass@k down) from new solutions. 1: greedy accuracy only (the paper's metric)."""
+    val_temperature: float = 1.0
+    """Temperature of those samples (with the rollouts' top-p/k and stop strings; a fixed seed, so every validation
+    draws with the same random numbers)."""
 
     def greedy(self) -> SamplingConfig:
         """The greedy settings of validation and test: the rollouts' stop strings, temperature 0."""
         length = self.val_max_new_tokens or self.sampling.max_new_tokens
         return replace(self.sampling, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=length)
+
+    def val_sampled(self) -> SamplingConfig:
+        """How the val_samples draws decode: the rollouts' sampling at val_temperature and the validation length."""
+        length = self.val_max_new_tokens or self.sampling.max_new_tokens
+        return replace(self.sampling, temperature=self.val_temperature, max_new_tokens=length)
 
     def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key and the fix."""
@@ -129,6 +150,13 @@ class RolloutConfig:
             issues.append(f"{key}.format_reward_scale={self.format_reward_scale}: must be >= 0")
         if self.val_max_new_tokens is not None and self.val_max_new_tokens < 1:
             issues.append(f"{key}.val_max_new_tokens={self.val_max_new_tokens}: must be >= 1 (or null)")
+        if self.val_samples < 1:
+            issues.append(f"{key}.val_samples={self.val_samples}: must be >= 1 (1: greedy accuracy only)")
+        if self.val_samples > 1 and self.val_temperature <= 0:
+            issues.append(
+                f"{key}.val_temperature={self.val_temperature}: val_samples > 1 needs a temperature > 0 (greedy "
+                "draws would all be the same answer)"
+            )
         return issues
 
 
@@ -153,8 +181,8 @@ class GRPOLossConfig:
     """Sequences whose mean KL reaches this get no loss (the paper's Llama-1B: 0.15)."""
     entropy_coef: float = 0.0
     """Entropy bonus: the loss minus entropy_coef x the token entropy, aggregated like the policy loss (`aggregation`)
-    over the loss-carrying tokens (verl's ``actor.entropy_coeff``; the paper's Qwen runs: 0.001, Llama-1B: 0). With
-    it the forward pass keeps the full logits with gradient and runs one pass per row (no shared-prompt cache)."""
+    over the loss-carrying tokens (verl's ``actor.entropy_coeff``; the paper's Qwen runs: 0.001, Llama-1B: 0). The
+    entropy then keeps its gradient (with ``update.logprob_chunk_tokens`` recomputed chunk by chunk as well)."""
     top_entropy_quantile: float | None = None
     """Only this top share (in (0, 1]) of the mini-batch's loss-carrying tokens by entropy carry the policy loss
     (the KL term stays on all of them); TRL's ``top_entropy_quantile``. null or 1.0: off. Costs one extra forward
@@ -166,6 +194,18 @@ class GRPOLossConfig:
     dual_clip_c: float | None = None
     """Dual-clip PPO: a negative-advantage token's loss is capped at dual_clip_c x |A| (must be > 1; verl's
     ``clip_ratio_c``, 3.0 there). null: off."""
+    sampling_correction: SamplingCorrection = "off"
+    """Train/inference mismatch correction (`bridge_pl.rl.losses.sampling_correction`, TRL's
+    ``vllm_importance_sampling_mode``): the policy loss is weighted by pi_trainer / pi_engine of the sampled tokens,
+    per token or per sequence, truncated to [sampling_ratio_min, sampling_ratio_max] ("token_truncate",
+    "sequence_truncate": TIS) or zeroed outside it ("token_mask", "sequence_mask": MIS; TRL's default is
+    sequence_mask). For the vLLM engine, whose bf16 kernels and top-p/k sampling give other log-probs than the
+    trainer's; "off" for HFEngine, which samples from the policy's own forward pass (no mismatch to correct). Needs
+    the engine's log-probs (VLLMEngine always returns them)."""
+    sampling_ratio_min: float | None = None
+    """Lower bound of the mismatch ratio (null: none; TRL's default)."""
+    sampling_ratio_max: float | None = 3.0
+    """Upper bound (cap) of the mismatch ratio (TRL: 3.0; verl's rollout_is_threshold: 2.0); null: none."""
 
     def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key and the fix."""
@@ -192,6 +232,16 @@ class GRPOLossConfig:
             )
         if self.dual_clip_c is not None and self.dual_clip_c <= 1:
             issues.append(f"{key}.dual_clip_c={self.dual_clip_c}: must be > 1 (or null for no dual clip)")
+        modes = ("off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+        if self.sampling_correction not in modes:
+            issues.append(f"{key}.sampling_correction={self.sampling_correction!r}: choose one of {', '.join(modes)}")
+        low, high = self.sampling_ratio_min, self.sampling_ratio_max
+        if low is not None and low < 0:
+            issues.append(f"{key}.sampling_ratio_min={low}: must be >= 0 (or null)")
+        if high is not None and high <= 0:
+            issues.append(f"{key}.sampling_ratio_max={high}: must be > 0 (or null)")
+        if low is not None and high is not None and low >= high:
+            issues.append(f"{key}.sampling_ratio_min={low} must be below {key}.sampling_ratio_max={high}")
         return issues
 
 
@@ -210,8 +260,8 @@ class UpdateConfig:
     logprob_chunk_tokens: int | None = None
     """Compute log-probs and entropies from the hidden states this many tokens at a time, each chunk's logits
     recomputed in the backward (`bridge_pl.rl.chunked`): peak memory about 4 x chunk x vocabulary floats instead
-    of several (B, T, vocabulary) copies, same numbers. 512-1024 for 150k vocabularies; null: full logits. FSDP
-    and LoRA on the output layer fall back to full logits; the entropy bonus runs its own full-logits pass."""
+    of several (B, T, vocabulary) copies, same numbers (the entropy bonus's gradient included). 512-1024 for 150k
+    vocabularies; null: full logits. FSDP and LoRA on the output layer fall back to full logits."""
 
     def config_errors(self, key: str) -> list[str]:
         """Every invalid field, each naming its YAML key and the fix."""
@@ -371,6 +421,7 @@ class GRPOModule(L.LightningModule):
         self.trust_remote_code = trust_remote_code
         self.gradient_checkpointing, self.lora = gradient_checkpointing, lora
         self.engine = engine if engine is not None else HFEngine()
+        _check_sampling_correction(loss, self.engine)
         self.rollout, self.loss, self.update = rollout, loss, update
         self.task_name, self.task = task, get_task(task)  # the data module's task replaces the default at setup
         self._default_rewards, self._accuracy_given = rewards is None, accuracy_reward
@@ -579,6 +630,12 @@ class GRPOModule(L.LightningModule):
             seqs.sampling_logprobs = torch.nn.utils.rnn.pad_sequence(
                 [torch.tensor(c.logprobs or [0.0], dtype=torch.float32) for c in completions], batch_first=True
             ).to(device)  # (B, C)
+        elif self.loss.sampling_correction != "off":
+            raise ValueError(
+                f"{KEY}.loss.sampling_correction={self.loss.sampling_correction!r} needs the engine's log-probs of "
+                f"the sampled tokens, and {type(self.engine).__name__} returned none; use an engine that returns "
+                "them (VLLMEngine, HFEngine(return_logprobs=True)) or set it to off"
+            )
         return seqs
 
     # ------------------------------------------------------------------------------------------ update
@@ -599,18 +656,25 @@ class GRPOModule(L.LightningModule):
         for _ in range(self.update.ppo_epochs):
             order = torch.randperm(len(seqs), generator=generator)
             for rows in order.chunk(self.update.mini_batches):
-                for key, value in self._optimizer_step(seqs, rows.to(self.device)).items():
-                    sums[key] = sums.get(key, 0) + value
+                _merge_stats(sums, self._optimizer_step(seqs, rows.to(self.device)))
         steps = self.update.ppo_epochs * self.update.mini_batches
         stats = {key: sums.pop(key) / steps for key in ("loss", "grad_norm")}
-        keys = sorted(sums)
-        totals = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=self.device) for k in keys])
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(totals)  # sums and counts of every rank: the global token mean
-        totals = dict(zip(keys, totals, strict=True))
+        totals = {}
+        for op, keys in (("sum", [k for k in sorted(sums) if not k.endswith(("_min", "_max"))]),
+                         ("min", [k for k in sorted(sums) if k.endswith("_min")]),
+                         ("max", [k for k in sorted(sums) if k.endswith("_max")])):  # fmt: skip
+            if not keys:
+                continue
+            values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=self.device) for k in keys])
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                reduce_op = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op]
+                dist.all_reduce(values, op=reduce_op)  # every rank's sums and counts: the global token mean
+            totals |= dict(zip(keys, values, strict=True))
         for key, value in totals.items():
             if key in _STAT_TOKENS:
                 stats[key] = value / totals[_STAT_TOKENS[key]].clamp(min=1)
+            elif key.endswith(("_min", "_max")) and totals.get(_STAT_UNITS.get(key, ""), 1) > 0:
+                stats[key] = value
         return stats
 
     def _optimizer_step(self, seqs: _Sequences, rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -625,8 +689,7 @@ class GRPOModule(L.LightningModule):
         for micro in order.split(self.update.micro_batch_size):
             loss, micro_stats = self._micro_batch_loss(seqs, micro, counts)
             self.manual_backward(loss)
-            for key, value in micro_stats.items():
-                stats[key] = stats.get(key, 0) + value
+            _merge_stats(stats, micro_stats)
         grad_norm = total_grad_norm(self.model, self._trainer).detach()  # before clipping
         step = self.trainer.global_step + 1 if self._trainer is not None else 0
         skipped, bound = self.nonfinite_skipped, self.max_nonfinite_skips
@@ -671,6 +734,10 @@ class GRPOModule(L.LightningModule):
         )  # fmt: skip
         if seqs.entropy_mask is not None:  # only the high-entropy tokens carry the policy term (TRL)
             per_token = per_token * seqs.entropy_mask[rows, :width]
+        if cfg.sampling_correction != "off":  # TRL: after the entropy mask, before the KL term
+            weights, ratio_stats = self._mismatch_weights(old, seqs.sampling_logprobs[rows, :width], real, mask)
+            per_token = per_token * weights
+            stats |= ratio_stats
         loss_tokens = mask.sum()
         stats |= {"policy_loss": (per_token * mask).sum().detach(), "loss_tokens": loss_tokens}
         stats |= {"clip_low": clip.low * loss_tokens, "clip_high": clip.high * loss_tokens}
@@ -692,9 +759,32 @@ class GRPOModule(L.LightningModule):
             "tokens": real.sum(),
         }
         if seqs.sampling_logprobs is not None:
-            gap = (logprobs.detach() - seqs.sampling_logprobs[rows, :width]).abs()
-            stats["logp_difference"] = (gap * real).sum()
+            gap = (logprobs.detach() - seqs.sampling_logprobs[rows, :width]).abs() * real
+            stats |= {"logp_difference": gap.sum(), "logp_difference_max": gap.max()}
         return loss, stats
+
+    def _mismatch_weights(
+        self, old: torch.Tensor, sampling: torch.Tensor, real: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(b, w) train/inference mismatch weights of the policy loss, and sums of their statistics.
+
+        The ratios are counted over the loss-carrying units (`mask`): tokens for the token modes, sequences for the
+        sequence modes.
+        """
+        cfg = self.loss
+        weights, ratio, outside = sampling_correction(
+            old, sampling, real, cfg.sampling_correction, cfg.sampling_ratio_min, cfg.sampling_ratio_max
+        )  # ratio, outside: (b, w) or (b, 1)
+        units = mask if ratio.shape[1] > 1 else (mask.sum(1, keepdim=True) > 0).to(mask.dtype)
+        chosen = ratio[units.bool()]
+        big = torch.finfo(ratio.dtype).max
+        return weights, {
+            "is_ratio": (ratio * units).sum(),
+            "is_outside": (outside * units).sum(),
+            "is_units": units.sum(),
+            "is_ratio_min": chosen.min() if chosen.numel() else ratio.new_tensor(big),
+            "is_ratio_max": chosen.max() if chosen.numel() else ratio.new_tensor(-big),
+        }
 
     def _forward(self, model: torch.nn.Module, seqs: _Sequences, rows: torch.Tensor, with_entropy: bool = True):
         """Completion-token log-probs (b, w), entropies (b, w) and width w of `rows`.
@@ -807,6 +897,14 @@ class GRPOModule(L.LightningModule):
             metrics["train/entropy_bonus"] = stats["entropy_bonus"]
         if "logp_difference" in stats:
             metrics["train/sampling/logp_difference"] = stats["logp_difference"]
+            metrics["train/sampling/logp_difference_max"] = stats["logp_difference_max"]
+        if "is_ratio" in stats:
+            name = "masked_share" if self.loss.sampling_correction.endswith("mask") else "truncated_share"
+            metrics["train/sampling/importance_sampling_ratio/mean"] = stats["is_ratio"]
+            metrics[f"train/sampling/{name}"] = stats["is_outside"]
+            for end in ("min", "max"):
+                if f"is_ratio_{end}" in stats:
+                    metrics[f"train/sampling/importance_sampling_ratio/{end}"] = stats[f"is_ratio_{end}"]
         metrics = {k: (v.float() if torch.is_tensor(v) else torch.tensor(float(v))) for k, v in metrics.items()}
         self.log_dict(metrics, prog_bar=False, batch_size=len(groups), sync_dist=True)
         self.log("reward", metrics["train/reward"], prog_bar=True, logger=False, batch_size=len(groups))
@@ -817,7 +915,7 @@ class GRPOModule(L.LightningModule):
         self._eval_rows = []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Greedy completions of the validation prompts, scored by strict match (no format bonus)."""
+        """Greedy (and with rollout.val_samples > 1, sampled) completions of the validation prompts, task-scored."""
         self._eval_rows += self._greedy_rows(batch)
 
     def on_validation_epoch_end(self) -> None:
@@ -829,7 +927,7 @@ class GRPOModule(L.LightningModule):
         self._eval_rows = []
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Greedy completions of the test prompts, scored by strict match (paper_spec §D.4)."""
+        """Greedy (and with rollout.val_samples > 1, sampled) completions of the test prompts (paper_spec §D.4)."""
         self._eval_rows += self._greedy_rows(batch)
 
     def on_test_epoch_end(self) -> None:
@@ -837,9 +935,14 @@ class GRPOModule(L.LightningModule):
         self._log_eval("test")
 
     def _greedy_rows(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
-        """The batch's prompts scored by the one evaluator (`bridge_pl.evaluation.evaluate_prompts`), greedily."""
+        """The batch's prompts scored by the one evaluator (`bridge_pl.evaluation.evaluate_prompts`): greedily, and
+        with ``rollout.val_samples`` > 1 sampled that many times too."""
         prompts = PromptSet.from_batch(batch, _unpadded(batch["input_ids"], batch["attention_mask"]), task=self.task)
-        rows = evaluate_prompts(self._bound_engine(), prompts, self.rollout.greedy(), batch_size=len(prompts))
+        rows = evaluate_prompts(
+            self._bound_engine(), prompts, self.rollout.greedy(), samples=self.rollout.val_samples,
+            sampled=self.rollout.val_sampled(), batch_size=len(prompts),
+            seed=self.sampling_seed + 1 + int(batch["index"][0]),  # the same draws at every validation
+        )  # fmt: skip
         return [{k: v for k, v in row.items() if k != "completion"} for row in rows]  # gathered over ranks: keep small
 
     def _log_eval(self, split: str) -> None:
@@ -851,7 +954,7 @@ class GRPOModule(L.LightningModule):
             rows = list({row["index"]: row for part in parts for row in part}.values())
         if not rows:
             return
-        metrics = split_metrics(rows, split)
+        metrics = split_metrics(rows, split, samples=self.rollout.val_samples)
         if split == "test":
             self.log_dict({k: torch.tensor(v) for k, v in metrics.items()}, batch_size=len(rows), rank_zero_only=True)
             return
@@ -919,7 +1022,24 @@ _STAT_TOKENS = {
     "entropy": "tokens",
     "neg_logprob": "tokens",
     "logp_difference": "tokens",
+    "is_ratio": "is_units",
+    "is_outside": "is_units",
 }
+# Statistics reduced by min or max over micro-batches and ranks, and the count that must be > 0 for them to exist.
+_STAT_UNITS = {"is_ratio_min": "is_units", "is_ratio_max": "is_units", "logp_difference_max": "tokens"}
+
+
+def _merge_stats(into: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> None:
+    """Add `new`'s statistics to `into`: ``*_min`` / ``*_max`` keys by min / max, the others summed."""
+    for key, value in new.items():
+        if key not in into:
+            into[key] = value
+        elif key.endswith("_min"):
+            into[key] = torch.minimum(torch.as_tensor(into[key]), torch.as_tensor(value))
+        elif key.endswith("_max"):
+            into[key] = torch.maximum(torch.as_tensor(into[key]), torch.as_tensor(value))
+        else:
+            into[key] = into[key] + value
 
 
 def _gather_variable(values: torch.Tensor) -> torch.Tensor:
@@ -948,6 +1068,17 @@ def _group_order(seqs: _Sequences, rows: torch.Tensor) -> torch.Tensor:
 def _unpadded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
     """The real tokens of each row of a padded batch."""
     return [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
+
+
+def _check_sampling_correction(loss: GRPOLossConfig, engine: RolloutEngine) -> None:
+    """Refuse the mismatch correction with an HF engine that returns no log-probs (it has no mismatch to correct)."""
+    if loss.sampling_correction != "off" and isinstance(engine, HFEngine) and not engine.return_logprobs:
+        raise ValueError(
+            f"{KEY}.loss.sampling_correction={loss.sampling_correction!r} needs the engine's log-probs, and HFEngine "
+            "returns them only with return_logprobs: true. HFEngine samples from the policy's own forward pass, so "
+            f"there is no train/inference mismatch to correct: set {KEY}.loss.sampling_correction: off (it is meant "
+            "for bridge_pl.rollout.VLLMEngine)"
+        )
 
 
 def _check_strategy(trainer: L.Trainer | None) -> None:

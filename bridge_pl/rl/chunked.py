@@ -28,8 +28,9 @@ def chunked_logprobs_and_entropy(
     temperature: float = 1.0,
     chunk_tokens: int = 1024,
     with_entropy: bool = True,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-prob of each target token and entropy (no grad) of each position, from hidden states, chunk by chunk.
+    """Log-prob of each target token and entropy of each position, from hidden states, chunk by chunk.
 
     Args:
         hidden: (B, T, H) final hidden states at the positions that predict `targets` (already shifted).
@@ -38,10 +39,12 @@ def chunked_logprobs_and_entropy(
         targets: (B, T) token ids.
         temperature: The sampling temperature (0 or 1: none), as in `token_logprobs`.
         chunk_tokens: Tokens (rows of the flattened (B*T, H) hidden states) per chunk.
-        with_entropy: Also return the entropy of each position's tempered distribution (in nats, no gradient).
+        with_entropy: Also return the entropy of each position's tempered distribution (in nats).
+        entropy_grad: Keep the entropy in the graph (an entropy bonus); its backward recomputes the chunk's
+            logits too. False: the entropy is a diagnostic without gradient.
 
     Returns:
-        (logprobs (B, T) float32 with gradient, entropy (B, T) float32 or None).
+        (logprobs (B, T) float32 with gradient, entropy (B, T) float32 or None, with gradient if `entropy_grad`).
 
     >>> hidden, weight = torch.ones(1, 1, 1), torch.tensor([[0.0], [0.0], [2.0]])  # logits (0, 0, 2)
     >>> logprobs, _ = chunked_logprobs_and_entropy(hidden, weight, None, torch.tensor([[2]]))
@@ -57,7 +60,7 @@ def chunked_logprobs_and_entropy(
     )
     logprobs, entropies = [], []
     for h, t in zip(flat_hidden.split(chunk_tokens), flat_targets.split(chunk_tokens), strict=True):
-        args = (h, head_weight, head_bias, t, temperature, with_entropy)
+        args = (h, head_weight, head_bias, t, temperature, with_entropy, entropy_grad)
         # Non-reentrant checkpointing saves the chunk's inputs only; the backward recomputes its (n, V) logits.
         out = checkpoint(_chunk, *args, use_reentrant=False) if needs_grad else _chunk(*args)
         logprobs.append(out[0])
@@ -74,6 +77,7 @@ def _chunk(
     targets: torch.Tensor,
     temperature: float,
     with_entropy: bool,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(n,) target log-probs and (n,) entropies (or None) of n hidden states; the same ops as `token_logprobs`."""
     scores = F.linear(hidden, weight, bias).float()  # (n, V), float32 as token_logprobs computes it
@@ -83,6 +87,6 @@ def _chunk(
     target_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (n,)
     if not with_entropy:
         return target_logp, None
-    with torch.no_grad():  # the entropy is a diagnostic: no gradient, as in completion_logprobs
-        entropy = -(logp.exp() * logp).sum(-1)  # (n,)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):  # a diagnostic unless it is a bonus
+        entropy = -(logp.exp() * logp).sum(-1)  # (n,), the ops of token_entropy
     return target_logp, entropy

@@ -76,7 +76,7 @@ def completion_logprobs(
         rows: (b,) row indices (default: all rows).
         temperature: The sampling temperature the log-probs refer to.
         with_entropy: Also return the entropy of each predicted position (no gradient unless `entropy_grad`).
-        entropy_grad: Keep the entropy in the graph (an entropy bonus); the full-logits path is then taken.
+        entropy_grad: Keep the entropy in the graph (an entropy bonus); chunked, its backward recomputes the logits.
         chunk_tokens: None: the model returns full (b, w, V) logits. An int: run the model's decoder for hidden
             states and apply the output layer `chunk_tokens` tokens at a time under activation checkpointing
             (`bridge_pl.rl.chunked`), so no (b, w, V) tensor exists, forward or backward; the same numbers. Models
@@ -91,13 +91,13 @@ def completion_logprobs(
     width = max(int(batch.completion_mask[rows].sum(1).max()), 1)
     whole = _checkpointing(model) and torch.is_grad_enabled()
     targets = batch.completion_ids[rows, :width]  # (b, w)
-    parts = None if chunk_tokens is None or (with_entropy and entropy_grad) else _decoder_and_head(model)
+    parts = None if chunk_tokens is None else _decoder_and_head(model)
     if parts is not None:
         decoder, head = parts
         run = _run_decoder(decoder)
         hidden = (_whole if whole else _shared_prompts)(run, batch, rows, width)  # (b, w, H)
         return (*chunked_logprobs_and_entropy(hidden, head.weight, head.bias, targets, temperature, chunk_tokens,
-                                              with_entropy), width)  # fmt: skip
+                                              with_entropy, with_entropy and entropy_grad), width)  # fmt: skip
     logits = (_whole if whole else _shared_prompts)(_run_model(model), batch, rows, width)  # (b, w, V)
     logprobs = token_logprobs(logits, targets, temperature)
     entropy = None

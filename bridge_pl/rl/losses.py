@@ -7,6 +7,7 @@ hand in ``tests/rl/test_losses.py``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,9 +19,11 @@ __all__ = [
     "ImportanceSamplingLevel",
     "aggregate",
     "clipped_surrogate",
+    "SamplingCorrection",
     "high_entropy_mask",
     "k3_kl",
     "masked_mean",
+    "sampling_correction",
     "sequence_kl_mask",
     "token_entropy",
     "token_logprobs",
@@ -28,6 +31,7 @@ __all__ = [
 
 Aggregation = Literal["grpo", "dapo", "dr_grpo"]
 ImportanceSamplingLevel = Literal["token", "sequence"]
+SamplingCorrection = Literal["off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -142,6 +146,60 @@ def clipped_surrogate(
         high = ((ratio > 1.0 + epsilon_high) & (adv > 0)).float()
         stats = ClipStats(masked_mean(low, mask), masked_mean(high, mask))
     return loss, stats
+
+
+def sampling_correction(
+    logprobs: torch.Tensor,
+    sampling_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    mode: SamplingCorrection,
+    ratio_min: float | None = None,
+    ratio_max: float | None = 3.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Importance weights for the train/inference mismatch: pi_trainer / pi_sampler of the sampled tokens.
+
+    The rollout engine (vLLM: bf16, its own kernels, top-p/k) samples from a slightly different distribution than
+    the trainer computes; the policy loss is multiplied by ratio = exp(logp_trainer - logp_sampler), per token
+    ("token_*") or per sequence ("sequence_*": the product of its tokens' ratios), either truncated to [ratio_min,
+    ratio_max] ("*_truncate", TIS) or set to 0 outside it ("*_mask", MIS). This is TRL's
+    ``vllm_importance_sampling_mode`` (``GRPOTrainer._generate_and_score_completions``): tokens outside `mask`
+    and NaN sampler log-probs contribute a ratio of 1.
+
+    Args:
+        logprobs: (B, C) the trainer's log-probs of the sampled tokens under the sampling policy (no gradient).
+        sampling_logprobs: (B, C) the engine's log-probs of the same tokens.
+        mask: (B, C) 1 on completion tokens.
+        mode: "token_truncate", "token_mask", "sequence_truncate" or "sequence_mask" ("off": weights 1).
+        ratio_min: Lower bound (None: none).
+        ratio_max: Upper bound (None: none; TRL's default 3).
+
+    Returns:
+        (weights (B, C) to multiply the per-token policy loss by, ratio (B, C) or (B, 1) before truncation or
+        masking, outside (same shape as ratio) True where the ratio left [ratio_min, ratio_max]).
+
+    >>> w, ratio, outside = sampling_correction(torch.tensor([[0.0, -1.0]]), torch.tensor([[-1.0, -1.0]]),
+    ...                                         torch.ones(1, 2), "token_truncate", ratio_max=2.0)
+    >>> w, outside  # e^1 = 2.72 is truncated to 2, e^0 = 1 stays
+    (tensor([[2., 1.]]), tensor([[ True, False]]))
+    """
+    diff = torch.nan_to_num((logprobs.detach() - sampling_logprobs) * mask, nan=0.0)  # (B, C)
+    if mode == "off":
+        ones = torch.ones_like(diff)
+        return ones, ones, torch.zeros_like(diff, dtype=torch.bool)
+    if mode not in ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"):
+        raise ValueError(f"sampling correction {mode!r}: choose token_truncate, token_mask, sequence_truncate, "
+                         "sequence_mask or off")  # fmt: skip
+    if mode.startswith("sequence"):
+        diff = diff.sum(1, keepdim=True)  # (B, 1): log of the product of the token ratios
+    ratio = torch.exp(diff)  # (B, C) or (B, 1)
+    low = -math.inf if ratio_min is None else ratio_min
+    high = math.inf if ratio_max is None else ratio_max
+    outside = (ratio < low) | (ratio > high)
+    if mode.endswith("mask"):
+        weights = ratio.masked_fill(outside, 0.0)
+    else:
+        weights = ratio if ratio_min is None and ratio_max is None else ratio.clamp(ratio_min, ratio_max)
+    return weights.expand_as(mask), ratio, outside
 
 
 def high_entropy_mask(

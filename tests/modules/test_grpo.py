@@ -217,6 +217,31 @@ def test_validation_and_test_report_greedy_accuracy(model_dir, prompts_dir, tmp_
     assert result["test/accuracy"] == 0.0 and 1 <= result["test/completion_length"] <= 8
 
 
+def test_validation_with_samples_logs_mean_and_pass_at_k(model_dir, prompts_dir, tmp_path, scripted_engine):
+    # The scripted engine answers right the first min(count, n) of n completions, counts 1, 0, 2, 1 by position in
+    # each generate call. Validation batches of 4 and 2 prompts: k = 4 draws give right counts 1, 0, 2, 1 | 1, 0.
+    #   mean@4 = pass@1 = (1 + 0 + 2 + 1 + 1 + 0) / 24 = 0.2083; pass@4 = share with a right draw = 4/6;
+    #   greedy (n = 1): right where the count is >= 1, 4 of 6.
+    module = GRPOModule(
+        str(model_dir), engine=scripted_engine(right_counts=(1, 0, 2, 1)),
+        rollout=RolloutConfig(num_generations=2, val_samples=4, val_temperature=0.8),
+    )  # fmt: skip
+    pool = PromptPoolDataModule(str(model_dir), train_path=str(prompts_dir), val_path=str(prompts_dir), batch_size=4)
+    run = trainer(tmp_path, max_steps=1, limit_val_batches=None, num_sanity_val_steps=-1, val_check_interval=1)
+    run.fit(module, datamodule=pool)
+    events = EventAccumulator(str(next(Path(run.log_dir).glob("events*"))))
+    events.Reload()
+    values = {tag: [e.value for e in events.Scalars(tag)] for tag in ("val/accuracy", "val/mean@4", "val/pass@1",
+                                                                      "val/pass@4")}  # fmt: skip
+    assert values["val/mean@4"] == pytest.approx([5 / 24] * 2) and values["val/pass@1"] == pytest.approx([5 / 24] * 2)
+    assert values["val/pass@4"] == pytest.approx([4 / 6] * 2) and values["val/accuracy"] == pytest.approx([4 / 6] * 2)
+    assert module.rollout.val_sampled().temperature == 0.8
+    bad = RolloutConfig(val_samples=0).config_errors("k") + RolloutConfig(
+        val_samples=2, val_temperature=0
+    ).config_errors("k")
+    assert any("k.val_samples" in i for i in bad) and any("k.val_temperature" in i for i in bad)
+
+
 def test_every_bad_setting_is_reported_at_once(tmp_path):
     with pytest.raises(ValueError) as err:
         GRPOModule(
@@ -298,8 +323,16 @@ def test_a_mid_epoch_resume_sees_the_prompts_of_an_uninterrupted_run(model_dir, 
             importance_sampling_level="sequence",
             dual_clip_c=3.0,
         ),  # fmt: skip
+        GRPOLossConfig(
+            kl_coef=0.05,
+            epsilon_low=0.01,
+            epsilon_high=0.01,
+            sampling_correction="token_mask",
+            sampling_ratio_min=0.5,
+            sampling_ratio_max=2.0,
+        ),  # fmt: skip
     ],
-    ids=["default", "all-options"],
+    ids=["default", "all-options", "mismatch-mask"],
 )
 def test_loss_metrics_do_not_depend_on_the_micro_batch_size(model_dir, prompts_dir, tmp_path, scripted_engine, loss):
     # 3 prompts x 4 rollouts = 12 rows; prompt 1 has no right answer (a zero-std group the filter drops), so rows
@@ -307,7 +340,7 @@ def test_loss_metrics_do_not_depend_on_the_micro_batch_size(model_dir, prompts_d
     def metrics(micro_batch_size):
         module = GRPOModule(
             str(model_dir),
-            engine=scripted_engine(right_counts=(1, 0, 2)),
+            engine=scripted_engine(right_counts=(1, 0, 2), logprobs=loss.sampling_correction != "off"),
             rollout=RolloutConfig(num_generations=4, filter_zero_std=True),
             loss=loss,
             update=UpdateConfig(ppo_epochs=2, micro_batch_size=micro_batch_size),
@@ -320,6 +353,10 @@ def test_loss_metrics_do_not_depend_on_the_micro_batch_size(model_dir, prompts_d
     one, whole = metrics(1), metrics(12)
     keys = ["train/clip_ratio/low_mean", "train/clip_ratio/high_mean", "train/clip_ratio/region_mean", "train/kl",
             "train/policy_loss", "train/loss"] + (["train/entropy_bonus"] if loss.entropy_coef else [])  # fmt: skip
+    if loss.sampling_correction != "off":
+        keys += [f"train/sampling/importance_sampling_ratio/{s}" for s in ("min", "mean", "max")]
+        keys += ["train/sampling/masked_share", "train/sampling/logp_difference", "train/sampling/logp_difference_max"]
+        assert 0 < one["train/sampling/masked_share"] < 1  # the made-up engine log-probs leave some ratios outside
     for key in keys:  # rel 1e-5: step 2 runs on weights whose float32 gradient sums were added in another order
         assert one[key] == pytest.approx(whole[key], rel=1e-5, abs=1e-6), key
     assert one["train/clip_ratio/region_mean"] > 0 and one["train/kl"] > 0

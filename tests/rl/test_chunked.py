@@ -48,6 +48,38 @@ def test_gradient_of_the_target_logprob_by_hand():
     assert not entropy.requires_grad
 
 
+def test_entropy_gradient_by_hand():
+    # logits (0, ln 3) from h = 1: p = (1/4, 3/4), H = 0.5623, dH/dz_i = -p_i (ln p_i + H) = (+0.205990, -0.205990);
+    # z = W h, so dH/dW = dH/dz and dH/dh = sum_i dH/dz_i W_i = -0.2060 ln 3 = -0.2263.
+    hidden = torch.ones(1, 1, 1, requires_grad=True)
+    weight = torch.tensor([[0.0], [math.log(3.0)]], requires_grad=True)
+    _, entropy = chunked_logprobs_and_entropy(hidden, weight, None, torch.tensor([[0]]), entropy_grad=True)
+    entropy.sum().backward()
+    assert float(entropy.detach()) == pytest.approx(0.562335, abs=1e-6)
+    assert weight.grad[:, 0].tolist() == pytest.approx([0.205990, -0.205990], abs=1e-6)
+    assert float(hidden.grad) == pytest.approx(-0.205990 * math.log(3.0), abs=1e-6)
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 4, 1000])
+def test_entropy_gradient_matches_the_full_logits(chunk_tokens):
+    torch.manual_seed(2)
+    hidden = torch.randn(2, 5, 8, requires_grad=True)
+    head = torch.nn.Linear(8, 30)
+    targets = torch.randint(0, 30, (2, 5))
+    logprobs, entropy = chunked_logprobs_and_entropy(
+        hidden, head.weight, head.bias, targets, 0.7, chunk_tokens, entropy_grad=True
+    )
+    (logprobs.sum() + 0.3 * entropy.sum()).backward()  # a policy term plus an entropy bonus, as GRPO's loss
+    grads = [t.grad.clone() for t in (hidden, head.weight, head.bias)]
+    for t in (hidden, head.weight, head.bias):
+        t.grad = None
+    logp = torch.log_softmax(head(hidden) / 0.7, -1)
+    (logp.gather(-1, targets[..., None]).sum() + 0.3 * -(logp.exp() * logp).sum()).backward()
+    assert torch.allclose(entropy.detach(), -(logp.exp() * logp).sum(-1).detach(), atol=1e-6)
+    for grad, t in zip(grads, (hidden, head.weight, head.bias), strict=True):
+        assert torch.allclose(grad, t.grad, atol=1e-6)
+
+
 @pytest.mark.parametrize("chunk_tokens", [1, 5, 1000])
 def test_matches_the_full_logits_for_any_chunk_size(chunk_tokens):
     torch.manual_seed(0)

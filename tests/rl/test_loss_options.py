@@ -1,7 +1,8 @@
 """The optional loss terms against numbers worked out by hand, and against TRL's code on the same tensors.
 
-Entropy bonus (verl), top-entropy token mask (TRL), GSPO sequence ratios (TRL), dual clip (verl). TRL is read from
-its source file (``trl/trainer/grpo_trainer.py``) without importing it: its import needs datasets/accelerate.
+Entropy bonus (verl), top-entropy token mask (TRL), GSPO sequence ratios (TRL), dual clip (verl), train/inference
+mismatch correction (TRL's vLLM importance sampling). TRL is read from its source file (``trl/trainer/grpo_trainer.py``)
+without importing it: its import needs datasets/accelerate.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import ast
 import importlib.util
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from bridge_pl.modules.grpo import GRPOLossConfig
-from bridge_pl.rl.losses import aggregate, clipped_surrogate, high_entropy_mask, token_entropy
+from bridge_pl.rl.losses import aggregate, clipped_surrogate, high_entropy_mask, sampling_correction, token_entropy
 
 
 def trl_source() -> str:
@@ -196,6 +198,70 @@ def test_dual_clip_caps_negative_advantages():
     assert plain.flatten().tolist() == pytest.approx([3.0, 1.5, -1.2, 1.6])
 
 
+# ------------------------------------------------------------------------------------ train/inference mismatch
+def test_mismatch_correction_by_hand():
+    # trainer log-probs (0, -1, -2 | padding) against the engine's (-1, -1, 0): ratios e^1 = 2.718, 1, e^-2 = 0.135
+    trainer = torch.tensor([[0.0, -1.0, -2.0, 9.0]])
+    engine = torch.tensor([[-1.0, -1.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    e = math.e
+    weights, ratio, outside = sampling_correction(trainer, engine, mask, "token_truncate", 0.5, 2.0)
+    assert weights[0, :3].tolist() == pytest.approx([2.0, 1.0, 0.5])  # clipped into [0.5, 2]
+    assert ratio[0].tolist() == pytest.approx([e, 1.0, e**-2, 1.0])  # padding: ratio 1
+    assert outside[0].tolist() == [True, False, True, False]
+    weights, _, _ = sampling_correction(trainer, engine, mask, "token_mask", 0.5, 2.0)
+    assert weights[0, :3].tolist() == pytest.approx([0.0, 1.0, 0.0])  # outside [0.5, 2]: no policy loss
+    # sequence: the product e^1 x 1 x e^-2 = e^-1 = 0.368 on every token
+    weights, ratio, outside = sampling_correction(trainer, engine, mask, "sequence_truncate", None, 3.0)
+    assert ratio.shape == (1, 1) and float(ratio) == pytest.approx(e**-1)
+    assert weights.tolist() == [pytest.approx([e**-1] * 4)] and not outside.any()
+    weights, _, outside = sampling_correction(trainer, engine, mask, "sequence_mask", 0.5, 3.0)
+    assert weights.tolist() == [[0.0] * 4] and outside.all()  # 0.368 < 0.5: the whole sequence is masked
+    weights, _, _ = sampling_correction(trainer, engine, mask, "off")
+    assert weights.tolist() == [[1.0] * 4]
+    nan = torch.tensor([[float("nan"), -1.0, 0.0, 0.0]])  # a token the engine could not score: ratio 1
+    assert sampling_correction(trainer, nan, mask, "token_mask", None, None)[1][0, 0] == 1.0
+
+
+def trl_mismatch_block():
+    """The body of TRL's ``if self.use_vllm and self.vllm_importance_sampling_correction:`` block that computes
+    ``vllm_importance_sampling_ratio`` (in `_generate_and_score_completions`), compiled from TRL's source."""
+    tree = ast.parse(trl_source())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "vllm_importance_sampling_correction" in ast.unparse(node.test):
+            body = ast.unparse(ast.Module(node.body, type_ignores=[]))
+            if "vllm_importance_sampling_ratio = torch.exp(logps_diff)" in body:
+                return compile(ast.Module(node.body, type_ignores=[]), "grpo_trainer.py", "exec")
+    pytest.fail("TRL's vLLM importance-sampling block was not found in grpo_trainer.py")
+
+
+@pytest.mark.parametrize("mode", ["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"])
+@pytest.mark.parametrize("bounds", [(None, 3.0), (0.5, 1.5)], ids=["trl-default", "two-sided"])
+def test_mismatch_correction_matches_trl(mode, bounds):
+    torch.manual_seed(3)
+    b, c = 6, 9
+    mask = (torch.rand(b, c) > 0.25).float()
+    trainer = -torch.rand(b, c) * 3
+    engine = (
+        trainer + torch.randn(b, c) * 0.4
+    )  # mismatches of +-0.4 nats: some token and sequence ratios leave [0.5, 3]
+    engine[0, 1] = float("nan")
+    low, high = bounds
+    trainer_self = SimpleNamespace(
+        vllm_importance_sampling_mode=mode,
+        vllm_importance_sampling_clip_min=low,
+        vllm_importance_sampling_clip_max=high,
+    )
+    namespace = {"torch": torch, "math": math, "self": trainer_self, "completion_mask": mask, "tool_mask": None,
+                 "old_per_token_logps": trainer, "sampling_per_token_logps": engine}  # fmt: skip
+    exec(trl_mismatch_block(), namespace)
+    expected = namespace["vllm_importance_sampling_ratio"]  # (B, C) or (B, 1)
+    weights, _, outside = sampling_correction(trainer, engine, mask, mode, low, high)
+    assert torch.allclose(weights, expected.expand_as(weights), atol=1e-7)
+    if bounds == (0.5, 1.5):
+        assert outside.any() and not outside.all()  # the bounds bind somewhere: the comparison is not vacuous
+
+
 # ------------------------------------------------------------------------------------------------- validation
 def test_bad_option_values_name_their_keys():
     bad = GRPOLossConfig(entropy_coef=-0.1, top_entropy_quantile=0.0, dual_clip_c=1.0,
@@ -205,3 +271,18 @@ def test_bad_option_values_name_their_keys():
         assert f"model.init_args.loss.{key}" in issues, key
     assert GRPOLossConfig(entropy_coef=0.001, top_entropy_quantile=1.0, dual_clip_c=3.0).config_errors("k") == []
     assert GRPOLossConfig(top_entropy_quantile=1.5).config_errors("k")
+    bad = GRPOLossConfig(sampling_correction="token", sampling_ratio_min=-1.0, sampling_ratio_max=0.0)
+    issues = "\n".join(bad.config_errors("model.init_args.loss"))
+    for key in ("sampling_correction", "sampling_ratio_min", "sampling_ratio_max"):
+        assert f"model.init_args.loss.{key}" in issues, key
+    assert "below" in "\n".join(GRPOLossConfig(sampling_ratio_min=2.0, sampling_ratio_max=1.0).config_errors("k"))
+
+
+def test_mismatch_correction_is_refused_where_it_cannot_work(model_dir):
+    from bridge_pl.modules.grpo import GRPOModule
+    from bridge_pl.rollout import HFEngine
+
+    loss = GRPOLossConfig(sampling_correction="sequence_mask")
+    with pytest.raises(ValueError, match="no train/inference mismatch to correct"):
+        GRPOModule(str(model_dir), loss=loss)  # the default HFEngine returns no log-probs
+    GRPOModule(str(model_dir), loss=loss, engine=HFEngine(return_logprobs=True))  # allowed: it can be measured

@@ -2,7 +2,8 @@
 
 Checks the contract against HFEngine on the same weights: greedy tokens equal (float32), a weight push changes
 the engine's output to the new policy's, LoRA is pushed merged, sampled log-probs are those of the tempered
-distribution, and a GRPO fit with the vLLM engine trains and keeps the engine in step with the policy.
+distribution, a GRPO fit with the vLLM engine trains and keeps the engine in step with the policy, and the
+train/inference mismatch correction runs on the engine's real log-probs and logs its statistics to TensorBoard.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bridge_pl.data.datamodules import PromptPoolDataModule
 from bridge_pl.data.io import write_dataset
 from bridge_pl.data.prompts import format_prompt
 from bridge_pl.models.model_io import apply_lora, init_model_dir, load_model, load_tokenizer
 from bridge_pl.modules import OptimizerConfig
-from bridge_pl.modules.grpo import GRPOModule, RolloutConfig
+from bridge_pl.modules.grpo import GRPOLossConfig, GRPOModule, RolloutConfig
 from bridge_pl.rollout import HFEngine, SamplingConfig, VLLMEngine
 
 pytestmark = [
@@ -137,3 +139,33 @@ def test_grpo_fit_with_the_vllm_engine(model_dir, tmp_path):
     ids = [tokenizer(format_prompt(tokenizer, q), add_special_tokens=False)["input_ids"] for q in QUESTIONS]
     assert greedy_ids(engine, ids, policy=policy) == hf_greedy(policy, tokenizer, model_dir, ids)
     engine.close()
+
+
+@pytest.mark.parametrize("mode", ["token_mask", "sequence_truncate"])
+def test_mismatch_correction_on_the_engines_log_probs(model_dir, tmp_path, mode):
+    # top-p 0.8: the engine's log-probs are of the renormalised top-p distribution, the trainer's of the full one, so
+    # every sampled token's ratio pi_trainer / pi_engine is <= 1, and below 1 wherever top-p cut something: a real
+    # mismatch, measured on the engine's own numbers.
+    rows = [{"query": q, "final_answer": 3, "num_ops": 1} for q in QUESTIONS]
+    write_dataset(tmp_path / "prompts", rows, config={"note": "vllm test prompts"})
+    engine = VLLMEngine(dtype="float32", max_model_len=1024, kv_cache_memory_bytes=256 << 20)
+    rollout = RolloutConfig(num_generations=4, sampling=SamplingConfig(top_p=0.8, max_new_tokens=16))
+    loss = GRPOLossConfig(sampling_correction=mode, sampling_ratio_min=0.9, sampling_ratio_max=2.0)
+    module = GRPOModule(str(model_dir), engine=engine, rollout=rollout, loss=loss, optimizer=OptimizerConfig(lr=1e-3))
+    logger = L.pytorch.loggers.TensorBoardLogger(str(tmp_path), name="grpo", default_hp_metric=False)
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=0, default_root_dir=str(tmp_path))  # fmt: skip
+    trainer.fit(module, datamodule=PromptPoolDataModule(str(model_dir), train_path=str(tmp_path / "prompts"),
+                                                        batch_size=3))  # fmt: skip
+    engine.close()
+    events = EventAccumulator(str(next(Path(trainer.log_dir).glob("events*"))))
+    events.Reload()
+    share = "masked_share" if mode.endswith("mask") else "truncated_share"
+    names = [f"train/sampling/importance_sampling_ratio/{s}" for s in ("min", "mean", "max")]
+    names += [f"train/sampling/{share}", "train/sampling/logp_difference", "train/sampling/logp_difference_max"]
+    values = {name: [e.value for e in events.Scalars(name)] for name in names}
+    assert all(len(v) == 2 for v in values.values()), values  # both steps logged every statistic
+    low, mean, high = (values[n] for n in names[:3])
+    assert all(0 < lo <= m <= hi <= 1 + 1e-4 for lo, m, hi in zip(low, mean, high, strict=True)), values
+    assert min(low) < 0.999 and max(values["train/sampling/logp_difference"]) > 1e-4  # top-p made a mismatch
+    assert all(0 <= v <= 1 for v in values[f"train/sampling/{share}"])

@@ -120,8 +120,8 @@ class BridgeCLI(LightningCLI):
         except (ValueError, FileNotFoundError) as err:
             print(f"bridge: error: {err}", file=sys.stderr)
             raise SystemExit(2) from err
-        task_errors = getattr(self.model, "task_errors", None)  # the data's task, now known, against the model's
-        if callable(task_errors) and (issues := task_errors(self.datamodule)):
+        data_errors = getattr(self.model, "data_errors", None)  # the data's task and size, now known, against the model
+        if callable(data_errors) and (issues := data_errors(self.datamodule)):
             _refuse("\n".join(issues))
 
     def _parse_ckpt_path(self) -> None:

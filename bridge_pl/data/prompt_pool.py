@@ -15,6 +15,8 @@ left-padded batches::
 
 from __future__ import annotations
 
+import random
+from collections.abc import Collection
 from typing import Any, Literal
 
 import lightning as L
@@ -162,6 +164,19 @@ class PromptPoolDataModule(L.LightningDataModule):
             collate_fn=self._collate,
             num_workers=self.num_workers,
         )
+
+    def draw_prompts(self, count: int, seed: int, exclude: Collection[int] = ()) -> dict[str, Any] | None:
+        """A batch of up to `count` training prompts drawn at random from `seed`, none with an ``index`` in `exclude`.
+
+        GRPO's dynamic sampling refills a step's rollouts with these (`bridge_pl.modules.grpo`); the draw is
+        independent of the epoch's order, so a run that refills sees the same training batches as one that does
+        not. Returns None when every prompt is excluded.
+        """
+        excluded = set(exclude)
+        pool = [e for e in self.examples["train"] if e["index"] not in excluded]
+        if not pool:
+            return None
+        return self._collate(random.Random(seed).sample(pool, min(count, len(pool))))
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation prompts in file order ([] without val_path)."""

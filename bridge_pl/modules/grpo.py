@@ -120,7 +120,17 @@ class RolloutConfig:
     """Completions cut at max_new_tokens get no loss (DAPO's overlong filtering)."""
     filter_zero_std: bool = False
     """Leave groups with identical rewards out of the loss and its normalisation (DAPO's dynamic-sampling filter,
-    without refilling the batch)."""
+    without refilling the batch: the step trains on fewer groups)."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling with refill (verl's ``filter_groups``): while the step holds fewer than P
+    (``data.batch_size``) groups whose rewards are not all equal, draw P more training prompts at random and roll
+    them out, at most `max_refill_rounds` times; the step then trains on the first P informative groups. Only groups
+    with 0 < alpha < 1 move the policy (paper §4). If the rounds run out, the missing groups are filled with
+    uninformative ones that carry no loss. Logged as ``train/dynamic_sampling/{rounds,prompts_drawn,
+    informative_share,informative_groups}``. Needs a data module with ``draw_prompts`` (`PromptPoolDataModule`) and
+    at least 2 x P training prompts."""
+    max_refill_rounds: int = 4
+    """Most extra rounds of P prompts per step under dynamic_sampling (verl's max_num_gen_batches less 1)."""
     val_max_new_tokens: int | None = None
     """Longest greedy completion in validation/test (default: sampling.max_new_tokens)."""
     val_samples: int = 1
@@ -150,6 +160,8 @@ class RolloutConfig:
             issues.append(f"{key}.format_reward_scale={self.format_reward_scale}: must be >= 0")
         if self.val_max_new_tokens is not None and self.val_max_new_tokens < 1:
             issues.append(f"{key}.val_max_new_tokens={self.val_max_new_tokens}: must be >= 1 (or null)")
+        if self.max_refill_rounds < 1:
+            issues.append(f"{key}.max_refill_rounds={self.max_refill_rounds}: must be >= 1")
         if self.val_samples < 1:
             issues.append(f"{key}.val_samples={self.val_samples}: must be >= 1 (1: greedy accuracy only)")
         if self.val_samples > 1 and self.val_temperature <= 0:
@@ -194,13 +206,13 @@ class GRPOLossConfig:
     dual_clip_c: float | None = None
     """Dual-clip PPO: a negative-advantage token's loss is capped at dual_clip_c x |A| (must be > 1; verl's
     ``clip_ratio_c``, 3.0 there). null: off."""
-    sampling_correction: SamplingCorrection = "off"
+    sampling_correction: SamplingCorrection = "none"
     """Train/inference mismatch correction (`bridge_pl.rl.losses.sampling_correction`, TRL's
     ``vllm_importance_sampling_mode``): the policy loss is weighted by pi_trainer / pi_engine of the sampled tokens,
     per token or per sequence, truncated to [sampling_ratio_min, sampling_ratio_max] ("token_truncate",
     "sequence_truncate": TIS) or zeroed outside it ("token_mask", "sequence_mask": MIS; TRL's default is
     sequence_mask). For the vLLM engine, whose bf16 kernels and top-p/k sampling give other log-probs than the
-    trainer's; "off" for HFEngine, which samples from the policy's own forward pass (no mismatch to correct). Needs
+    trainer's; "none" for HFEngine, which samples from the policy's own forward pass (no mismatch to correct). Needs
     the engine's log-probs (VLLMEngine always returns them)."""
     sampling_ratio_min: float | None = None
     """Lower bound of the mismatch ratio (null: none; TRL's default)."""
@@ -232,7 +244,7 @@ class GRPOLossConfig:
             )
         if self.dual_clip_c is not None and self.dual_clip_c <= 1:
             issues.append(f"{key}.dual_clip_c={self.dual_clip_c}: must be > 1 (or null for no dual clip)")
-        modes = ("off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+        modes = ("none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
         if self.sampling_correction not in modes:
             issues.append(f"{key}.sampling_correction={self.sampling_correction!r}: choose one of {', '.join(modes)}")
         low, high = self.sampling_ratio_min, self.sampling_ratio_max
@@ -338,6 +350,35 @@ class _Sequences:
         return len(self.batch)
 
 
+@dataclass
+class _Rollout:
+    """P prompts (a batch of the data module) with their N completions each and their scores."""
+
+    batch: dict[str, Any]  # the data module's batch; its per-prompt list columns are what rewards and records read
+    prompt_ids: list[list[int]]  # P unpadded prompts
+    groups: list[list[Completion]]  # P x N
+    rewards: torch.Tensor  # (P, N) weighted totals
+    correct: torch.Tensor  # (P, N) bool
+    values: dict[str, torch.Tensor]  # (P, N) per reward
+
+    def fields(self) -> tuple:
+        return self.batch, self.prompt_ids, self.groups, self.rewards, self.correct, self.values
+
+    @staticmethod
+    def pick(picks: list[tuple[_Rollout, int]]) -> _Rollout:
+        """The groups `picks` names (rollout, row), in that order, as one rollout (batch: its list columns only)."""
+        first = picks[0][0]
+        columns = [k for k, v in first.batch.items() if isinstance(v, list | tuple) and len(v) == len(first.groups)]
+        return _Rollout(
+            batch={k: [part.batch[k][i] for part, i in picks] for k in columns},
+            prompt_ids=[part.prompt_ids[i] for part, i in picks],
+            groups=[part.groups[i] for part, i in picks],
+            rewards=torch.stack([part.rewards[i] for part, i in picks]),
+            correct=torch.stack([part.correct[i] for part, i in picks]),
+            values={name: torch.stack([part.values[name][i] for part, i in picks]) for name in first.values},
+        )
+
+
 class GRPOModule(L.LightningModule):
     """GRPO on iGSM prompts with rollouts from an embedded engine; the policy is saved as a Hugging Face directory.
 
@@ -438,6 +479,7 @@ class GRPOModule(L.LightningModule):
         self._reference = _Frozen(None)  # outside the module tree: not in checkpoints, reloaded from its path
         self.tokenizer = None
         self.rollout_step = 0  # rollout batches done (saved in checkpoints)
+        self._prompt_source: Any = None  # the data module that refills steps (dynamic sampling)
         self.last_rollout: RolloutRecord | None = None
         self._eval_rows: list[dict[str, Any]] = []
         self.max_nonfinite_skips = max_nonfinite_skips
@@ -457,6 +499,10 @@ class GRPOModule(L.LightningModule):
         issues = self.task_errors(datamodule)
         if issues:
             raise TaskError("; ".join(issues))
+        issues = self.refill_errors(datamodule)
+        if issues:
+            raise ValueError("; ".join(issues))
+        self._prompt_source = datamodule if self.rollout.dynamic_sampling else None
         data_task = getattr(datamodule, "task", None)
         if not isinstance(data_task, Task):
             return
@@ -483,6 +529,29 @@ class GRPOModule(L.LightningModule):
             return [
                 f"{KEY}.accuracy_reward={self._accuracy_given!r}: the default rewards of the {data_task.name} "
                 f"task are {', '.join(names)}"
+            ]
+        return []
+
+    def data_errors(self, datamodule: Any) -> list[str]:
+        """Why this module cannot train on `datamodule` ([] when it can): its task, and its prompts for refills."""
+        return self.task_errors(datamodule) + self.refill_errors(datamodule)
+
+    def refill_errors(self, datamodule: Any) -> list[str]:
+        """Why dynamic sampling cannot refill from `datamodule` ([] when it can, or when it is off); set up first."""
+        if not self.rollout.dynamic_sampling or datamodule is None:
+            return []
+        key = f"{KEY}.rollout.dynamic_sampling"
+        if not callable(getattr(datamodule, "draw_prompts", None)):
+            return [
+                f"{key}=true refills steps with more training prompts, and {type(datamodule).__name__} cannot draw "
+                "them (no draw_prompts method); use bridge_pl.data.datamodules.PromptPoolDataModule or set it false"
+            ]
+        prompts, size = len(datamodule.examples.get("train", [])), datamodule.batch_size
+        if prompts < 2 * size:
+            return [
+                f"{key}=true: data.train_path holds {prompts} prompts, fewer than 2 x data.batch_size = {2 * size}, so "
+                "a step could not draw a refill of new prompts; give more training prompts, lower data.batch_size, "
+                "or set it false (rollout.filter_zero_std drops uninformative groups without refilling)"
             ]
         return []
 
@@ -546,22 +615,71 @@ class GRPOModule(L.LightningModule):
         start, steps_before = time.perf_counter(), self.trainer.global_step
         prompt_ids = _unpadded(batch["input_ids"], batch["attention_mask"])
         groups = self.sample(prompt_ids, self.rollout.num_generations, self.rollout.sampling, self._rollout_seed())
-        rolled = time.perf_counter()
         rewards, correct, values = self._score(groups, batch)
+        refill = None
+        if self.rollout.dynamic_sampling:
+            rollout = _Rollout(batch, prompt_ids, groups, rewards, correct, values)
+            rollout, refill = self._refill(rollout)
+            batch, prompt_ids, groups, rewards, correct, values = rollout.fields()
+        rolled = time.perf_counter()
         advantages, weights = self._advantages(rewards, groups)
         sequences = self._sequences(prompt_ids, groups, advantages, weights)
         update_stats = self._update(sequences)
         done = time.perf_counter()
         self.last_rollout = self._record(batch, groups, rewards, correct, advantages, values)
-        self._log_step(sequences, rewards, correct, values, groups, update_stats, (start, rolled, done))
+        if refill is not None:
+            self.last_rollout.extras["refill"] = refill
+        self._log_step(sequences, rewards, correct, values, groups, update_stats, (start, rolled, done), refill)
         self.rollout_step += 1
         every, step = self.save_hf_every_n_steps, self.trainer.global_step
         if every and step // every > steps_before // every:  # a multiple of `every` was reached in this batch
             self.save_hf(Path(hf_output_dir(self.trainer, self.hf_output_dir)) / f"step_{step}")
 
-    def _rollout_seed(self) -> int:
-        """The sampling seed of this rank's current rollout step (distinct per seed, rank and step)."""
-        return hash((self.sampling_seed, self.global_rank, self.rollout_step)) % (2**31)
+    def _rollout_seed(self, refill_round: int = 0) -> int:
+        """The sampling seed of this rank's current rollout step (distinct per seed, rank, step and refill round)."""
+        key = (self.sampling_seed, self.global_rank, self.rollout_step)
+        return hash(key if refill_round == 0 else (*key, refill_round)) % (2**31)
+
+    def _refill(self, first: _Rollout) -> tuple[_Rollout, dict[str, Any]]:
+        """Dynamic sampling: add rounds of P new prompts until P groups have unequal rewards; keep P groups.
+
+        Each round every rank takes part in one all-reduce (does any rank still need groups?), so ranks that filled
+        up early wait without generating. The kept groups are the informative ones in the order drawn, then, if the
+        rounds ran out, uninformative ones of the first batch (their loss weight is 0: `_advantages`).
+        """
+        size, parts = len(first.groups), [first]
+        seen = set(first.batch["index"])
+        informative = int((~zero_std_groups(first.rewards)).sum())
+        rounds, exhausted = 0, False
+        while True:
+            wants = informative < size and rounds < self.rollout.max_refill_rounds and not exhausted
+            flag = torch.tensor([float(wants)], device=self.device)
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if not flag.item():
+                break
+            if not wants:
+                continue
+            seed = hash((self.sampling_seed, self.global_rank, self.rollout_step, "refill", rounds + 1)) % (2**31)
+            batch = self._prompt_source.draw_prompts(size, seed=seed, exclude=seen)
+            if batch is None:  # every training prompt was drawn in this step
+                exhausted = True
+                continue
+            rounds += 1
+            seen.update(batch["index"])
+            ids = _unpadded(batch["input_ids"], batch["attention_mask"])
+            groups = self.sample(ids, self.rollout.num_generations, self.rollout.sampling, self._rollout_seed(rounds))
+            part = _Rollout(batch, ids, groups, *self._score(groups, batch))
+            parts.append(part)
+            informative += int((~zero_std_groups(part.rewards)).sum())
+        drawn = sum(len(p.groups) for p in parts)
+        picks = [(p, i) for p in parts for i in range(len(p.groups)) if not zero_std_groups(p.rewards)[i]][:size]
+        kept = len(picks)
+        picks += [(first, i) for i in range(size) if zero_std_groups(first.rewards)[i]][: size - kept]
+        stats = {"rounds": rounds, "prompts_drawn": drawn, "informative_share": informative / drawn,
+                 "informative_groups": kept}  # fmt: skip
+        stats["drawn_rollout_accuracy"] = torch.cat([p.correct.float().mean(1) for p in parts])  # (drawn,) alpha
+        return _Rollout.pick(picks), stats
 
     def _score(
         self, groups: list[list[Completion]], batch: dict[str, Any]
@@ -600,7 +718,7 @@ class GRPOModule(L.LightningModule):
         """(P, N) advantages and (P, N) loss weights (0 for filtered groups and, if asked, truncated rollouts)."""
         advantages = group_advantages(rewards, self.loss.advantage_scale)
         weights = torch.ones_like(rewards)
-        if self.rollout.filter_zero_std:
+        if self.rollout.filter_zero_std or self.rollout.dynamic_sampling:  # refills' fillers carry no loss
             weights[zero_std_groups(rewards)] = 0.0
         if self.rollout.mask_truncated:
             truncated = torch.tensor([[c.finish_reason == "length" for c in g] for g in groups])
@@ -630,11 +748,11 @@ class GRPOModule(L.LightningModule):
             seqs.sampling_logprobs = torch.nn.utils.rnn.pad_sequence(
                 [torch.tensor(c.logprobs or [0.0], dtype=torch.float32) for c in completions], batch_first=True
             ).to(device)  # (B, C)
-        elif self.loss.sampling_correction != "off":
+        elif self.loss.sampling_correction != "none":
             raise ValueError(
                 f"{KEY}.loss.sampling_correction={self.loss.sampling_correction!r} needs the engine's log-probs of "
                 f"the sampled tokens, and {type(self.engine).__name__} returned none; use an engine that returns "
-                "them (VLLMEngine, HFEngine(return_logprobs=True)) or set it to off"
+                "them (VLLMEngine, HFEngine(return_logprobs=True)) or set it to none"
             )
         return seqs
 
@@ -734,7 +852,7 @@ class GRPOModule(L.LightningModule):
         )  # fmt: skip
         if seqs.entropy_mask is not None:  # only the high-entropy tokens carry the policy term (TRL)
             per_token = per_token * seqs.entropy_mask[rows, :width]
-        if cfg.sampling_correction != "off":  # TRL: after the entropy mask, before the KL term
+        if cfg.sampling_correction != "none":  # TRL: after the entropy mask, before the KL term
             weights, ratio_stats = self._mismatch_weights(old, seqs.sampling_logprobs[rows, :width], real, mask)
             per_token = per_token * weights
             stats |= ratio_stats
@@ -859,7 +977,7 @@ class GRPOModule(L.LightningModule):
             reward_values=values,
         )
 
-    def _log_step(self, seqs, rewards, correct, values, groups, stats, times) -> None:
+    def _log_step(self, seqs, rewards, correct, values, groups, stats, times, refill=None) -> None:
         start, rolled, done = times
         lengths = seqs.batch.completion_mask.sum(1)
         truncated = torch.tensor([c.finish_reason == "length" for g in groups for c in g], device=lengths.device)
@@ -891,6 +1009,9 @@ class GRPOModule(L.LightningModule):
             "perf/rollout_tokens_per_sec": float(lengths.sum()) / max(rolled - start, 1e-9),
         }
         metrics |= {f"train/rewards/{name}": value.mean() for name, value in values.items()}
+        if refill is not None:
+            for key in ("rounds", "prompts_drawn", "informative_share", "informative_groups"):
+                metrics[f"train/dynamic_sampling/{key}"] = refill[key]
         if "kl" in stats:
             metrics["train/kl"] = stats["kl"]
         if "entropy_bonus" in stats:
@@ -1072,11 +1193,11 @@ def _unpadded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[lis
 
 def _check_sampling_correction(loss: GRPOLossConfig, engine: RolloutEngine) -> None:
     """Refuse the mismatch correction with an HF engine that returns no log-probs (it has no mismatch to correct)."""
-    if loss.sampling_correction != "off" and isinstance(engine, HFEngine) and not engine.return_logprobs:
+    if loss.sampling_correction != "none" and isinstance(engine, HFEngine) and not engine.return_logprobs:
         raise ValueError(
             f"{KEY}.loss.sampling_correction={loss.sampling_correction!r} needs the engine's log-probs, and HFEngine "
             "returns them only with return_logprobs: true. HFEngine samples from the policy's own forward pass, so "
-            f"there is no train/inference mismatch to correct: set {KEY}.loss.sampling_correction: off (it is meant "
+            f"there is no train/inference mismatch to correct: set {KEY}.loss.sampling_correction: none (it is meant "
             "for bridge_pl.rollout.VLLMEngine)"
         )
 

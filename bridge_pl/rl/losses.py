@@ -31,7 +31,7 @@ __all__ = [
 
 Aggregation = Literal["grpo", "dapo", "dr_grpo"]
 ImportanceSamplingLevel = Literal["token", "sequence"]
-SamplingCorrection = Literal["off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+SamplingCorrection = Literal["none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -169,7 +169,7 @@ def sampling_correction(
         logprobs: (B, C) the trainer's log-probs of the sampled tokens under the sampling policy (no gradient).
         sampling_logprobs: (B, C) the engine's log-probs of the same tokens.
         mask: (B, C) 1 on completion tokens.
-        mode: "token_truncate", "token_mask", "sequence_truncate" or "sequence_mask" ("off": weights 1).
+        mode: "token_truncate", "token_mask", "sequence_truncate" or "sequence_mask" ("none": weights 1).
         ratio_min: Lower bound (None: none).
         ratio_max: Upper bound (None: none; TRL's default 3).
 
@@ -183,7 +183,7 @@ def sampling_correction(
     (tensor([[2., 1.]]), tensor([[ True, False]]))
     """
     diff = torch.nan_to_num((logprobs.detach() - sampling_logprobs) * mask, nan=0.0)  # (B, C)
-    if mode == "off":
+    if mode == "none":
         ones = torch.ones_like(diff)
         return ones, ones, torch.zeros_like(diff, dtype=torch.bool)
     if mode not in ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"):

@@ -242,6 +242,69 @@ def test_validation_with_samples_logs_mean_and_pass_at_k(model_dir, prompts_dir,
     assert any("k.val_samples" in i for i in bad) and any("k.val_temperature" in i for i in bad)
 
 
+def scalars(run) -> dict[str, list[float]]:
+    events = EventAccumulator(str(next(Path(run.log_dir).glob("events*"))))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_dynamic_sampling_refills_every_step_to_p_informative_groups(model_dir, prompts_dir, tmp_path, scripted_engine):
+    # P = 2 prompts, N = 2. The scripted engine answers right 0 of 2 for the first prompt of every generate call (all
+    # rewards equal: uninformative) and 1 of 2 for the second. So each step's batch holds one informative group, one
+    # refill round of 2 new prompts adds one more: rounds 1, prompts drawn 4, informative share 2/4, and the step
+    # trains on 2 informative groups.
+    module = GRPOModule(
+        str(model_dir), engine=scripted_engine(right_counts=(0, 1)),
+        rollout=RolloutConfig(num_generations=2, dynamic_sampling=True),
+    )  # fmt: skip
+    run = trainer(tmp_path, max_steps=3)
+    run.fit(module, datamodule=PromptPoolDataModule(str(model_dir), train_path=str(prompts_dir), batch_size=2))
+    logged = scalars(run)
+    assert logged["train/dynamic_sampling/informative_groups"] == [2.0] * 3  # every optimizer step: P informative
+    assert logged["train/dynamic_sampling/rounds"] == [1.0] * 3
+    assert logged["train/dynamic_sampling/prompts_drawn"] == [4.0] * 3
+    assert logged["train/dynamic_sampling/informative_share"] == [0.5] * 3
+    assert logged["train/frac_reward_zero_std"] == [0.0] * 3
+    record = module.last_rollout
+    assert record.rewards.shape == (2, 2) and (record.rewards.std(1) > 0).all()
+    assert len(set(record.prompts)) == 2 and record.extras["refill"]["drawn_rollout_accuracy"].tolist() == [0, 0.5] * 2
+
+
+def test_dynamic_sampling_stops_when_rounds_or_prompts_run_out(model_dir, prompts_dir, tmp_path, scripted_engine):
+    # Nothing is ever right: with 6 prompts and P = 2, the step draws its 2, then 2 refill rounds of 2 exhaust the
+    # pool (the bound of 4 rounds is not reached); it trains on 2 uninformative groups that carry no loss.
+    module = GRPOModule(
+        str(model_dir), engine=scripted_engine(right_counts=(0,)),
+        rollout=RolloutConfig(num_generations=2, dynamic_sampling=True, max_refill_rounds=4),
+    )  # fmt: skip
+    run = trainer(tmp_path, max_steps=1)
+    run.fit(module, datamodule=PromptPoolDataModule(str(model_dir), train_path=str(prompts_dir), batch_size=2))
+    logged = scalars(run)
+    assert logged["train/dynamic_sampling/rounds"] == [2.0] and logged["train/dynamic_sampling/prompts_drawn"] == [6.0]
+    assert logged["train/dynamic_sampling/informative_groups"] == [0.0] and logged["train/loss"] == [0.0]
+    module = GRPOModule(
+        str(model_dir), engine=scripted_engine(right_counts=(0,)),
+        rollout=RolloutConfig(num_generations=2, dynamic_sampling=True, max_refill_rounds=1),
+    )  # fmt: skip
+    run = trainer(tmp_path / "bounded", max_steps=1)
+    run.fit(module, datamodule=PromptPoolDataModule(str(model_dir), train_path=str(prompts_dir), batch_size=2))
+    assert scalars(run)["train/dynamic_sampling/rounds"] == [1.0]  # the bound
+
+
+def test_dynamic_sampling_is_refused_with_too_few_prompts(model_dir, prompts_dir, tmp_path, scripted_engine):
+    module = GRPOModule(
+        str(model_dir), engine=scripted_engine(), rollout=RolloutConfig(num_generations=2, dynamic_sampling=True)
+    )
+    pool = PromptPoolDataModule(str(model_dir), train_path=str(prompts_dir), batch_size=4)  # 6 prompts < 2 x 4
+    with pytest.raises(ValueError, match=r"holds 6 prompts, fewer than 2 x data.batch_size = 8.*lower data.batch_size"):
+        trainer(tmp_path, max_steps=1).fit(module, datamodule=pool)
+    enough = data(model_dir, prompts_dir)  # 6 >= 2 x 3
+    for datamodule in (pool, enough):
+        datamodule.setup("fit")
+    assert module.data_errors(pool) and not module.data_errors(enough)
+    assert RolloutConfig(max_refill_rounds=0).config_errors("k") == ["k.max_refill_rounds=0: must be >= 1"]
+
+
 def test_every_bad_setting_is_reported_at_once(tmp_path):
     with pytest.raises(ValueError) as err:
         GRPOModule(
@@ -340,7 +403,7 @@ def test_loss_metrics_do_not_depend_on_the_micro_batch_size(model_dir, prompts_d
     def metrics(micro_batch_size):
         module = GRPOModule(
             str(model_dir),
-            engine=scripted_engine(right_counts=(1, 0, 2), logprobs=loss.sampling_correction != "off"),
+            engine=scripted_engine(right_counts=(1, 0, 2), logprobs=loss.sampling_correction != "none"),
             rollout=RolloutConfig(num_generations=4, filter_zero_std=True),
             loss=loss,
             update=UpdateConfig(ppo_epochs=2, micro_batch_size=micro_batch_size),
@@ -353,7 +416,7 @@ def test_loss_metrics_do_not_depend_on_the_micro_batch_size(model_dir, prompts_d
     one, whole = metrics(1), metrics(12)
     keys = ["train/clip_ratio/low_mean", "train/clip_ratio/high_mean", "train/clip_ratio/region_mean", "train/kl",
             "train/policy_loss", "train/loss"] + (["train/entropy_bonus"] if loss.entropy_coef else [])  # fmt: skip
-    if loss.sampling_correction != "off":
+    if loss.sampling_correction != "none":
         keys += [f"train/sampling/importance_sampling_ratio/{s}" for s in ("min", "mean", "max")]
         keys += ["train/sampling/masked_share", "train/sampling/logp_difference", "train/sampling/logp_difference_max"]
         assert 0 < one["train/sampling/masked_share"] < 1  # the made-up engine log-probs leave some ratios outside

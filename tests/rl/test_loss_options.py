@@ -217,7 +217,7 @@ def test_mismatch_correction_by_hand():
     assert weights.tolist() == [pytest.approx([e**-1] * 4)] and not outside.any()
     weights, _, outside = sampling_correction(trainer, engine, mask, "sequence_mask", 0.5, 3.0)
     assert weights.tolist() == [[0.0] * 4] and outside.all()  # 0.368 < 0.5: the whole sequence is masked
-    weights, _, _ = sampling_correction(trainer, engine, mask, "off")
+    weights, _, _ = sampling_correction(trainer, engine, mask, "none")
     assert weights.tolist() == [[1.0] * 4]
     nan = torch.tensor([[float("nan"), -1.0, 0.0, 0.0]])  # a token the engine could not score: ratio 1
     assert sampling_correction(trainer, nan, mask, "token_mask", None, None)[1][0, 0] == 1.0

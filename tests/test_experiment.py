@@ -223,3 +223,65 @@ def test_stage_without_marker_is_redone(tmp_path, fake_stages):
     run_experiment(config, log=lambda _: None)
     assert fake_stages == ["rft_model"]  # same settings: the finished evaluation after it stays
     assert not (run / "rft_model" / "model.safetensors").exists()
+
+
+def test_report_pairs_each_method_with_the_control_by_seed_and_problem(tmp_path, fake_stages):
+    # 2 seeds x 4 problems. vanilla gains: seed 0 (1, 0, 0, 0), seed 1 none -> 0.125; bridge: (1, 1, 0, 0) and
+    # (1, 0, 0, 0) -> 0.375. Paired difference per problem: (0, 1, 0, 0), (1, 0, 0, 0) -> 0.25; per-seed differences
+    # (0.25, 0.25): 2 of the 4 sign flips are as extreme, p = 0.5.
+    import dataclasses
+
+    from bridge_pl.experiment import MethodConfig, build_report
+
+    config = _fake_config(tmp_path)
+    config = dataclasses.replace(config, methods={"bridge": MethodConfig(style="bridge"), "vanilla": MethodConfig()},
+                                 seeds=(0, 1), test_sets=("test_id",), bootstrap_samples=1000)  # fmt: skip
+    outcomes = {("vanilla", 0): ([0, 0, 1, 1], [1, 0, 1, 1]), ("vanilla", 1): ([0, 0, 1, 1], [0, 0, 1, 1]),
+                ("bridge", 0): ([0, 0, 1, 1], [1, 1, 1, 1]), ("bridge", 1): ([0, 0, 1, 1], [1, 0, 1, 1])}  # fmt: skip
+    for (method, seed), (sft, rft) in outcomes.items():
+        for stage, correct in (("sft_eval", sft), ("rft_eval", rft)):
+            out = tmp_path / "out" / method / f"seed_{seed}" / stage
+            out.mkdir(parents=True)
+            rows = [{"index": i, "correct": bool(c)} for i, c in reversed(list(enumerate(correct)))]  # any order
+            split = {"accuracy": sum(correct) / 4, "rows": rows}
+            (out / "eval.json").write_text(json.dumps({"splits": {"test_id": split}}))
+    report = build_report(config)
+    assert config.control_method() == "vanilla"
+    bridge, vanilla = report["table"]["bridge"]["test_id"], report["table"]["vanilla"]["test_id"]
+    assert bridge["gain_ci"]["mean"] == 0.375 and vanilla["gain_ci"]["mean"] == 0.125 and "paired" not in vanilla
+    paired = bridge["paired"]
+    assert paired["control"] == "vanilla" and paired["difference"]["mean"] == 0.25 and paired["sign_flip_p"] == 0.5
+    assert paired["difference"]["low"] <= 0.25 <= paired["difference"]["high"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "and each method minus vanilla" in text and "| bridge | test_id | +37.5 [" in text
+    with pytest.raises(ValueError, match="control='nope' is not one of the methods"):
+        settings = yaml.safe_load(micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path).read_text())
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(settings | {"control": "nope"}))
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_pretrain_stage_runs_once_per_seed_and_feeds_every_method(tmp_path, fake_stages, monkeypatch):
+    import dataclasses
+
+    from bridge_pl.experiment import MethodConfig, PretrainConfig, Runner
+
+    calls: list[list[str]] = []
+    fit = Runner._fit
+    monkeypatch.setattr(Runner, "_fit", lambda self, args: (calls.append(args), fit(self, args)))
+    config = _fake_config(tmp_path)
+    config = dataclasses.replace(
+        config, methods={"vanilla": MethodConfig(), "bridge": MethodConfig(style="bridge")}, seeds=(0,),
+        pretrain=PretrainConfig(size=6, args=("--trainer.max_steps", "3")),
+    )  # fmt: skip
+    Runner(config, log=lambda _: None).run()
+    model = {args[args.index("--model.init_args.hf_output_dir") + 1]: args[args.index("--model.init_args.model_path")
+                                                                            + 1] for args in calls}  # fmt: skip
+    out = tmp_path / "out"
+    pretrained = str(out / "base_models" / "seed_0_pretrained")
+    assert model[pretrained] == str(out / "base_models" / "seed_0")  # from the fresh base model
+    assert model[str(out / "vanilla" / "seed_0" / "sft_model")] == pretrained  # both methods start from it
+    assert model[str(out / "bridge" / "seed_0" / "sft_model")] == pretrained
+    assert fake_stages.count("seed_0_pretrained") == 1 and calls[0][-2:] == ["--trainer.max_steps", "3"]
+    assert (out / "data" / "pretrain" / ".stage.json").is_file()
+    Runner(config, log=lambda _: None).run()  # everything exists: nothing is redone
+    assert fake_stages.count("seed_0_pretrained") == 1

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from bridge_pl.task import cot
+from bridge_pl.task.question import SENTENCE_FORMS, condition_form
 
 __all__ = ["BEHAVIOR_PATTERNS", "count_behaviors", "dataset_stats"]
 
@@ -68,6 +69,7 @@ def dataset_stats(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     Keys: rows, rows_with_dag, num_ops (histogram: counts, shares, mean), necessary_nodes_mean,
     redundant_nodes_mean, condition_sentences_mean, layers (counts, shares), abstract_target_share,
     zero_answer_share, negative_answer_share, question_chars_mean, answer_chars_mean, step_lines_mean,
+    sentence_forms (share of each `SENTENCE_FORMS` form among all condition sentences, from the text),
     behaviors (failed_attempts_mean, failed_attempts_share (answers with at least one), analyses_mean,
     revisits_mean, early_solves_mean, from_column, from_text). A value is None when no row shows it.
     """
@@ -89,6 +91,7 @@ def dataset_stats(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "question_chars_mean": _mean(f["question_chars"] for f in per_row),
         "answer_chars_mean": _mean(f["answer_chars"] for f in per_row),
         "step_lines_mean": _mean(f["step_lines"] for f in per_row),
+        "sentence_forms": _form_shares(form for f in per_row for form in f["forms"]),
         "behaviors": {
             "failed_attempts_mean": _mean(f["failed_attempts"] for f in per_row),
             "failed_attempts_share": _mean(_is(f["failed_attempts"], lambda n: n >= 1) for f in per_row),
@@ -114,6 +117,8 @@ def _row_facts(row: dict[str, Any]) -> dict[str, Any]:
     if facts["answer"] is None:
         facts["answer"] = _integer(row.get("final_answer"))
     facts["question_chars"] = len(query) if isinstance(query, str) else None
+    lines = query.splitlines() if isinstance(query, str) else []
+    facts["forms"] = [form for line in lines if (form := condition_form(line))]
     facts["answer_chars"] = len(response) if isinstance(response, str) else None
     facts["step_lines"] = _step_lines(response) if isinstance(response, str) else None
     facts.update(_behavior_facts(row.get("behaviors"), response))
@@ -174,6 +179,13 @@ def _behavior_facts(behaviors: Any, response: Any) -> dict[str, Any]:
     if isinstance(response, str):
         return {**count_behaviors(response), "early_solves": None, "from_column": False}
     return {"failed_attempts": None, "analyses": None, "revisits": None, "early_solves": None, "from_column": False}
+
+
+def _form_shares(forms: Iterable[str]) -> dict[str, float] | None:
+    """Share of each sentence form (all of `SENTENCE_FORMS`, in order), None without condition sentences."""
+    counts = Counter(forms)
+    total = sum(counts.values())
+    return {form: round(counts[form] / total, 4) for form in SENTENCE_FORMS} if total else None
 
 
 def _step_lines(response: str) -> int:

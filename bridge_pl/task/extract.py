@@ -16,8 +16,12 @@ Where each piece of the problem comes from:
   in the order their sentences first appear);
 * **category layers**: pinned by the answer's abstract equations, by a known vocabulary (the official
   systems' category order, §A.1, and our packaged vocabulary's categories and items; dropped where they
-  contradict the text), or by elimination: distinct categories name distinct layers below every item
-  that uses them, and a layout whose equations form a cycle or print other values is ruled out;
+  contradict the text; the layers must be a contiguous slice of the system's categories), or by
+  elimination: distinct categories name distinct layers below every item that uses them, and a layout
+  whose equations form a cycle or print other values is ruled out;
+* **the target**: the final question, except where the official generator cut the target's name at its first
+  "'s " ("How many Animal Farm does each Kid have?" about "each Kid's Animal Farm's Enclosure"): then the node
+  of the answer's last step;
 * **solution order**: the order of the answer's first successful equation chains, kept to the necessary
   nodes (the target and its ancestors); without chains, a deterministic topological order (question
   sentence order, inputs first);
@@ -87,7 +91,7 @@ def extract_problem(
         ExtractionError: The text is not in the iGSM grammar, names an undefined parameter, is
             ambiguous, has more than 52 nodes, or prints a value its own equations do not give.
     """
-    question = _parse_question(query)
+    question = _parse_question(query, response)
     structure = _Structure.build(question)
     steps, final_answer = _parse_answer(response or "", structure)
     solved = _read_equations(steps, question, structure, modulus)
@@ -107,11 +111,24 @@ def extract_problem(
         built.append((categories, problem))
     if not built:
         raise errors[0]
-    if len(built) > 1 and known is not None:  # several layouts fit the text: prefer the vocabulary's order
-        built = [b for b in built if known.offset(b[0]) is not None] or built
+    if len(built) > 1 and solved:  # several layouts fit the text: keep those that show every category total
+        built = [b for b in built if _shows_every_total(b[1], question, solved)] or built
+    if len(built) > 1 and known is not None:  # prefer the vocabulary's order
+        built = [b for b in built if known.offset(b[0], len(b[1].layer_names)) is not None] or built
     if len(built) > 1:
         raise ExtractionError(_ambiguity_message([categories for categories, _ in built]))
     return built[0][1]
+
+
+def _shows_every_total(problem: Problem, question: _Question, solved: dict[Key, _Solved]) -> bool:
+    """Whether every category total of `problem` is named by a sentence or computed by the answer.
+
+    Both generators put a category total into a problem only as an ancestor of the target, which a complete
+    answer computes, or as an input of a (redundant) sentence, which names it. A layout whose totals need others
+    (a level-2 total needs its children's totals) is not the one that was generated.
+    """
+    named = {key for condition in question.conditions for key in condition.inputs} | set(solved) | {question.target}
+    return all((n.upper, n.lower) in named for n in problem.nodes if n.kind == "abstract")
 
 
 # ------------------------------------------------------------------------------------------------ question
@@ -168,8 +185,14 @@ def _split_sentences(query: str) -> list[str]:
     return sentences
 
 
-def _parse_question(query: str) -> _Question:
-    """Condition sentences and the final question, names resolved to (upper, lower) keys."""
+def _parse_question(query: str, response: str | None = None) -> _Question:
+    """Condition sentences and the final question, names resolved to (upper, lower) keys.
+
+    The official generator writes the final question by cutting the target's name at its first "'s ", so for an
+    item name with an apostrophe ("Kid's Animal Farm") it asks "How many Animal Farm does each Kid have?" about
+    "each Kid's Animal Farm's Enclosure". So when the answer's last step (the target is always computed last) is
+    about a name that begins with the asked one plus "'s ", that name is the target.
+    """
     sentences = _split_sentences(query)
     if not sentences or not _FINAL.match(sentences[-1]):
         last = sentences[-1] if sentences else ""
@@ -178,9 +201,12 @@ def _parse_question(query: str) -> _Question:
         )
     final = _FINAL.match(sentences[-1])
     assert final is not None
-    target = (final.group(2), final.group(1))
+    asked = (final.group(2), final.group(1))
     raws = [_parse_condition(sentence) for sentence in sentences[:-1]]
-    names = _resolve_names([r.name for r in raws] + [n for r in raws for n in r.inputs], target)
+    raw_names = [r.name for r in raws] + [n for r in raws for n in r.inputs]
+    whole = _whole_target_name(asked, {r.name for r in raws}, raw_names, response)
+    names = _resolve_names([*raw_names, whole] if whole else raw_names, None if whole else asked)
+    target = names[whole] if whole else asked
     conditions = [
         _Condition(names[r.name], [names[n] for n in r.inputs], r.constant, r.combine, r.constant_op, r.text)
         for r in raws
@@ -223,6 +249,44 @@ def _parse_condition(sentence: str) -> _RawCondition:
     )
 
 
+_NAME_END = re.compile(r"\.(?:\s|$)| as [A-Za-z]\.(?:\s|$)| is -?\d+\.(?:\s|$)")
+
+
+def _whole_target_name(asked: Key, defined: set[str], raw_names: list[str], response: str | None) -> str | None:
+    """The target's whole raw name when the final question cuts it at its first "'s ", else None.
+
+    Read from the answer's last step when its node's name begins with the asked name plus "'s "; without such a
+    step, a question whose asked name nobody defines while other names extend it cannot be read.
+    """
+    prefix = f"{asked[0]}'s {asked[1]}'s "
+    whole = _last_step_name(response, prefix) if response else None
+    if whole is not None:
+        return whole
+    longer = sorted({name for name in raw_names if name.startswith(prefix)})
+    if longer and f"{asked[0]}'s {asked[1]}" not in defined:
+        raise ExtractionError(
+            f"the final question asks about 'each {asked[0]}'s {asked[1]}', which no sentence defines, while "
+            f"{', '.join(f'each {name}' for name in longer)} begin with it: the question cuts the target's name at "
+            'its first "\'s " (as the official generator does), and no answer step names the whole target'
+        )
+    return None
+
+
+def _last_step_name(response: str, prefix: str) -> str | None:
+    """The name of the node the answer's last equation line is about, if that name begins with `prefix`."""
+    for raw_line in reversed(response.splitlines()):
+        line = raw_line.strip()
+        if _first_chain(line) is None:
+            continue
+        opening = _SUBJECT.search(line)
+        start = opening.end() + len("each ") if opening else -1
+        if start < 0 or not line.startswith(prefix, start):
+            return None
+        end = _NAME_END.search(line, start + len(prefix))
+        return line[start : end.start()] if end else None
+    return None
+
+
 def _bare(name: str, sentence: str) -> str:
     """ "each B's A" -> "B's A", checking the form."""
     if not name.startswith("each ") or "'s " not in name:
@@ -230,16 +294,16 @@ def _bare(name: str, sentence: str) -> str:
     return name[len("each ") :]
 
 
-def _resolve_names(raws: list[str], target: Key) -> dict[str, Key]:
+def _resolve_names(raws: list[str], target: Key | None) -> dict[str, Key]:
     """Split every raw name "B's A" into (B, A); names with several "'s " use the other names as evidence.
 
     A name with one "'s " splits there. A name with several (item names may hold an apostrophe, e.g.
     "Kid's Animal Farm's Bone") splits where a part is a name known from the unambiguous ones; with no
-    such evidence it splits at the last "'s "; with evidence for two splits it is ambiguous. The final
-    question names its item and part separately, so the target's name is never ambiguous.
+    such evidence it splits at the last "'s "; with evidence for two splits it is ambiguous. A final question
+    that names its item and part separately (`target`) is evidence too; None when it cut the target's name.
     """
-    names: dict[str, Key] = {f"{target[0]}'s {target[1]}": target}
-    known = set(target)
+    names: dict[str, Key] = {f"{target[0]}'s {target[1]}": target} if target else {}
+    known = set(target or ())
     pending = []
     for raw in dict.fromkeys(raws):
         if raw in names:
@@ -564,12 +628,19 @@ class _KnownSystem:
     categories: tuple[str, ...]
     item_category: dict[str, str]
 
-    def offset(self, categories: dict[str, int]) -> int | None:
-        """The shift layer - rank shared by all `categories`, or None if they do not follow this system's order."""
+    def offset(self, categories: dict[str, int], num_layers: int = 0) -> int | None:
+        """The shift layer - rank shared by all `categories`, or None if they do not follow this system's order.
+
+        With `num_layers`, also None unless layers 0 .. num_layers - 1 all map onto this system's categories: a
+        problem's layers are a contiguous slice of its system's categories.
+        """
         offsets = {
             layer - self.categories.index(c) if c in self.categories else None for c, layer in categories.items()
         }
-        return offsets.pop() if len(offsets) == 1 else None
+        offset = offsets.pop() if len(offsets) == 1 else None
+        if offset is not None and num_layers and not num_layers - len(self.categories) <= offset <= 0:
+            return None
+        return offset
 
 
 @functools.cache

@@ -559,15 +559,36 @@ def _stage4_ops(draft: _Draft, rng: random.Random, topo: list[int], target_ops: 
 
 
 def _assign_inputs(
-    draft: _Draft, rng: random.Random, p: int, pool: list[int], count: int, config: GeneratorConfig, explicit_rng: bool
+    draft: _Draft,
+    rng: random.Random,
+    p: int,
+    pool: list[int],
+    count: int,
+    config: GeneratorConfig,
+    explicit_rng: bool,
+    rng_in_sample: bool = True,
 ) -> None:
-    """Pick `count` inputs for instance node `p` (its stage-3 parents kept), then its sentence form."""
+    """Pick the inputs of instance node `p` by the official rule (spec §A.4 stages 4-5), then its sentence form.
+
+    `count` inputs are wanted, the stage-3 parent (kept) included. A pool with no more nodes than wanted is taken
+    whole, the constant too. Otherwise, with `explicit_rng`, the constant is added even when the stage-3 parent
+    alone fills `count`: a one-op node then reads "c more than P" / "c times P" instead of a plain copy, at the
+    same op cost (max(1, k - 1) of k = 1 or 2 inputs is 1). The rest is sampled from the pool, which still holds
+    the constant when `rng_in_sample` (stage 4) and does not in stage 5 (the official generator drops it there).
+    """
     chosen = list(draft.parents[p])
-    count = max(count, len(chosen))
-    if explicit_rng and len(chosen) < count:
-        chosen.append(RNG)
     rest = [q for q in pool if q not in chosen]
-    chosen += _sample(rng, rest, min(count - len(chosen), len(rest)))
+    wanted = max(0, count - len(chosen))
+    if wanted >= len(rest):
+        chosen += rest
+    else:
+        if explicit_rng and RNG in rest:
+            chosen.append(RNG)
+            rest.remove(RNG)
+            wanted = max(0, wanted - 1)
+        if not rng_in_sample and RNG in rest:
+            rest.remove(RNG)
+        chosen += _sample(rng, rest, wanted)
     parents = [q for q in chosen if q != RNG]
     _shuffle(rng, parents)
     draft.parents[p] = parents
@@ -599,7 +620,7 @@ def _stage5_redundant(draft: _Draft, rng: random.Random, topo: list[int], config
         count = 1
         while count < min(4, len(pool)) and rng.random() < 0.5:
             count += 1
-        _assign_inputs(draft, rng, p, pool, count, config, explicit_rng=rng.random() < 0.5)
+        _assign_inputs(draft, rng, p, pool, count, config, explicit_rng=rng.random() < 0.5, rng_in_sample=False)
         for parent in draft.parents[p]:
             if not draft.in_graph[parent]:  # a computable abstract parameter becomes a redundant node
                 draft.add([parent])

@@ -22,6 +22,7 @@ KEYS = {
     "question_chars_mean",
     "answer_chars_mean",
     "step_lines_mean",
+    "sentence_forms",
     "behaviors",
 }
 
@@ -92,6 +93,26 @@ def test_values_on_hand_made_rows():
     assert behaviors["from_column"] == 1 and behaviors["from_text"] == 3
     assert behaviors["failed_attempts_mean"] == 0.5 and behaviors["failed_attempts_share"] == 0.25
     assert behaviors["analyses_mean"] == 1.0 and behaviors["early_solves_mean"] == 1.0
+
+
+def test_sentence_forms_are_shares_of_condition_sentences():
+    query = "\n".join(
+        [
+            "The number of each A's B equals 3.",
+            "The number of each A's C equals each A's B.",
+            "The number of each D's B equals 2 times each A's C.",
+            "The number of each D's C equals 5 more than the difference of each A's B and each D's B.",
+            "How many B does each D have?",
+        ]
+    )
+    forms = dataset_stats([{"query": query}])["sentence_forms"]
+    assert {form: share for form, share in forms.items() if share} == {
+        "c": 0.25,
+        "P": 0.25,
+        "c*P": 0.25,
+        "c+(P-P)": 0.25,
+    }
+    assert dataset_stats([{"query": "How many B does each D have?"}])["sentence_forms"] is None
 
 
 def test_counts_the_official_behavior_sentences():

@@ -299,9 +299,104 @@ def test_item_names_with_an_apostrophe():
     problem = extract_problem(question, answer)
     assert (problem.target.upper, problem.target.lower, problem.answer) == ("Kid's Petting Barn", "Bone", 15)
     assert render_question(problem) == question
-    # Without the answer, "Bone" could be either layer below the barn: say so rather than guess.
-    with pytest.raises(ExtractionError, match="cannot tell which layer category 'Bone' names: layers \\[0, 1\\]"):
-        extract_problem(question)
+    # Without the answer, the text lets "Bone" name either layer below the barn; the official zoo order puts Bone
+    # lowest, and a problem's layers are a contiguous slice of its system's categories, so it is layer 0.
+    assert extract_problem(question).layer_names == ["Bone", "Animal", "Enclosure"]
+    # A category no vocabulary knows stays ambiguous: say so rather than guess.
+    with pytest.raises(ExtractionError, match="cannot tell which layer category 'Piece' names: layers \\[0, 1\\]"):
+        extract_problem(question.replace("How many Bone", "How many Piece"))
+
+
+# The official generator writes the final question by cutting the target's name at its first "'s ", so a target
+# of the zoo item "Kid's Animal Farm" is asked as "How many Animal Farm does each Kid have?" (official rows, written
+# by hand in the official format: the question cannot tell the target; the answer's last step does).
+CUT_QUESTION = "\n".join(
+    [
+        "The number of each Kid's Animal Farm's Raptor Arena equals 8 more than each Wildlife Center's Exotic Zone.",
+        "The number of each Kid's Animal Farm's Exotic Zone equals 3.",
+        "The number of each Wildlife Center's Exotic Zone equals 4.",
+        "How many Animal Farm does each Kid have?",
+    ]
+)
+CUT_ABSTRACT_TARGET = [
+    "<think>",
+    "Let's compute the answer step by step.",
+    "- The number of each Wildlife Center's Exotic Zone is 4. Let it be r. So r = 4.",
+    "- Next, let R represent the number of each Kid's Animal Farm's Raptor Arena. Then R = 8 + r = 8 + 4 = 12.",
+    "- According to the information given, the number of each Kid's Animal Farm's Exotic Zone is 3. Let's call it t. "
+    "So t = 3.",
+    "- Then, let's denote the number of each Kid's Animal Farm's Enclosure as q. Then q = R + t = 12 + 3 = 15.",
+    "Thus, the answer is 15.",
+    "</think>",
+    "<answer>\nThe final answer is \\boxed{15}.\n</answer>",
+]
+CUT_INSTANCE_TARGET = [
+    "<think>",
+    "Let's compute the answer step by step.",
+    "Define each Wildlife Center's Exotic Zone as r. So r = 4.",
+    "Define each Kid's Animal Farm's Raptor Arena as R. So R = 8 + r = 8 + 4 = 12.",
+    "Thus, the answer is 12.",
+    "</think>",
+    "<answer>\nThe final answer is \\boxed{12}.\n</answer>",
+]
+
+
+@pytest.mark.parametrize(
+    ("answer", "target", "value", "layers"),
+    [
+        pytest.param(CUT_ABSTRACT_TARGET, "Enclosure", 15, ["Enclosure", "zoo"], id="abstract-target-cot"),
+        pytest.param(CUT_INSTANCE_TARGET, "Raptor Arena", 12, ["layer-0", "layer-1"], id="instance-target-no-cot"),
+    ],
+)
+def test_official_final_question_cut_at_the_first_apostrophe(answer, target, value, layers):
+    problem = extract_problem(CUT_QUESTION, "\n".join(answer))
+    assert (problem.target.upper, problem.target.lower, problem.answer) == ("Kid's Animal Farm", target, value)
+    assert problem.layer_names == layers  # "Enclosure" and the official zoo order name both layers
+    # re-augmentable: the rebuilt problem renders a BRIDGE answer that reaches the same value
+    bridge, _ = render_bridge_answer(problem, random.Random(0), BehaviorConfig())
+    assert f"\\boxed{{{value}}}" in bridge
+    assert extract_problem(CUT_QUESTION, bridge).answer == value
+    assert render_question(problem).endswith(f"How many {target} does each Kid's Animal Farm have?")
+
+
+def test_a_cut_final_question_without_an_answer_step_raises():
+    with pytest.raises(ExtractionError, match="cuts the target's name at its first \"'s \""):
+        extract_problem(CUT_QUESTION)
+
+
+def test_an_unpinned_category_takes_the_layer_its_system_allows():
+    # Official district order: Ingredient < Product < Supermarket < District. Three item layers below a District
+    # item are a contiguous slice, so "Supermarket" (used only by a redundant sentence) names layer 1, not 0.
+    question = "\n".join(
+        [
+            "The number of each CornerStore's Bagel equals 2.",
+            "The number of each School Zone's CornerStore equals 3.",
+            "The number of each Knowledge Park's CornerStore equals 1 more than each School Zone's Supermarket.",
+            "How many Bagel does each CornerStore have?",
+        ]
+    )
+    problem = extract_problem(question, "- The number of each CornerStore's Bagel is 2. Let it be a. So a = 2.")
+    assert problem.layer_names == ["Product", "Supermarket", "District"]
+    assert _values(problem, problem.redundant)["each School Zone's Supermarket"] == 3  # its one CornerStore count
+
+
+def test_a_layout_that_hides_category_totals_is_not_the_generated_one():
+    # "Backpack" may name layer 0 or 1 below the classroom, and the official school order allows both slices. At
+    # layer 0, "each Art Room's Backpack" would need "each Tote Bag's Backpack", which neither a sentence names nor
+    # the (complete) answer computes: no generator makes such a problem, so "Backpack" is layer 1.
+    question = "\n".join(
+        [
+            "The number of each Art Room's Tote Bag equals 2.",
+            "The number of each Tote Bag's Pen equals 3.",
+            "The number of each Lab's Tote Bag equals 1 more than each Art Room's Backpack.",
+            "How many Pen does each Tote Bag have?",
+        ]
+    )
+    problem = extract_problem(question, "- The number of each Tote Bag's Pen is 3. Let it be a. So a = 3.")
+    assert problem.layer_names == ["Stationery", "Backpack", "Classroom"]
+    assert _values(problem, problem.redundant)["each Lab's Tote Bag"] == 3  # 1 more than the art room's 2 bags
+    with pytest.raises(ExtractionError, match="cannot tell which layer category 'Backpack' names: layers \\[0, 1\\]"):
+        extract_problem(question)  # without an answer, necessary totals are invisible: the rule does not apply
 
 
 # ------------------------------------------------------------------------------------------------ round trips

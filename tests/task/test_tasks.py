@@ -11,17 +11,20 @@ from bridge_pl.cli import main
 from bridge_pl.data.io import read_dataset
 from bridge_pl.task.base import TASK_NAMES, Task, TaskError, get_task
 
-# sha256 of data.jsonl written before the Task interface existed (commit c1d0858), for these commands.
+# sha256 of data.jsonl for these commands: byte-identical to before the Task interface (commit c1d0858) until issue 15
+# changed the data deliberately: inputs of instance nodes now follow the official rule (a 1-op node with a stage-3
+# parent gets the constant half the time, so "c more than P" / "c times P" instead of a plain copy; redundant nodes
+# never sample the constant implicitly). Op counts are unchanged; values, hence accepted problems, differ.
 IGSM_GOLDEN = {
     ("--split", "tiny_sft", "--size", "40", "--style", "bridge"): (
-        "aded821ec65facb5e2a2a58c544c589a1eb0c2838f677964ac307c01b39dab4a"
+        "db31f8e6dc22d87ecbcded7d18629848a5c31b7d823116d5aafec79d54f6ed85"
     ),
     ("--split", "sft", "--size", "10", "--style", "plain"): (
-        "a847b5ab906b06119fdef886c151625f1623b1874c6a27109a323199d560aae2"
+        "bf8446d7299801d14b7d815545afeec49d36bbf9b47f54ec2412c7abc9ea8df4"
     ),
-    ("--split", "rl_train", "--size", "20"): "52869486bc8087af7a5e87648966c045d5ba7d7448818210077a50b84558c02c",
+    ("--split", "rl_train", "--size", "20"): "40fdc7ccf3526b54cb2f73dcbfeb383e8786152b77307ce06ea6b419438945ef",
     ("--split", "tiny_sft", "--size", "10", "--augment", "rc-aug", "--style", "bridge", "--behaviors", "exploration"): (
-        "e01c5c09eec49ef05a4a1e27f306a93b8a827d7fde35a8e25c0c75b67014b70a"
+        "097974953b0c8bf8b66a45962b4b4ed9a27769d5ba026c44fcf4534cc50cfe8d"
     ),
 }
 DYVAL = [name for name in TASK_NAMES if name.startswith("dyval")]
@@ -102,13 +105,14 @@ def test_a_knob_of_another_task_is_refused(tmp_path, capsys):
 def test_every_task_judges_its_own_answers(name):
     task: Task = get_task(name)
     split = task.splits()["tiny_sft"]
+    modulus = getattr(split.generator, "modulus", None)  # the tiny iGSM splits work mod 23
     for index in range(20):
         problem = task.generate(split.generator, split.seed, index)
         answer = task.plain_cot(problem, random.Random(index))
         truth = task.ground_truth(problem)
         assert task.is_correct(answer, truth)
-        assert task.check_answer(task.question(problem), answer, truth) == []
-        assert str(task.answer_of_question(task.question(problem))) == str(truth)
+        assert task.check_answer(task.question(problem), answer, truth, modulus=modulus) == []
+        assert str(task.answer_of_question(task.question(problem), modulus=modulus)) == str(truth)
         assert not task.is_correct(answer.replace(f"\\boxed{{{truth}}}", "\\boxed{nothing}"), truth)
 
 

@@ -79,13 +79,13 @@ fi
 # Sizes: on the GPU the lane's; with --cpu the smallest that still run every code path.
 if [[ $MODE == gpu ]]; then
   ACCEL=gpu PREC=bf16-mixed
-  SFT_BENCH=(--preset llama-100m --size 512 --batch-size 16 --steps 30 --warmup 5)
+  SFT_BENCH=(--preset llama-100m --size 512 --batch-size 16 --steps 30 --warmup 5 --rounds 1)
   GRPO_BENCH=(--preset llama-30m --prompts 4 --generations 16 --max-new-tokens 128 --steps 4 --warmup 1)
   RUN_PRESET=llama-30m RL_PROMPTS=64 RL_VAL=16 GRPO_STEPS=6 GRPO_BATCH=8 GRPO_N=8 GRPO_TOKENS=128
   SFT_ROWS=256 SFT_STEPS=20 SFT_BATCH=16
 else
   ACCEL=cpu PREC=32-true
-  SFT_BENCH=(--preset llama-1m --size 32 --max-length 256 --batch-size 4 --steps 2 --warmup 1)
+  SFT_BENCH=(--preset llama-1m --size 32 --max-length 256 --batch-size 4 --steps 2 --warmup 1 --rounds 1)
   GRPO_BENCH=(--preset llama-1m --split tiny_rl_train --prompts 2 --generations 2 --max-new-tokens 16 --steps 1
               --warmup 0)
   RUN_PRESET=llama-1m RL_PROMPTS=8 RL_VAL=4 GRPO_STEPS=2 GRPO_BATCH=2 GRPO_N=2 GRPO_TOKENS=16

@@ -127,8 +127,9 @@ class RolloutConfig:
     them out, at most `max_refill_rounds` times; the step then trains on the first P informative groups. Only groups
     with 0 < alpha < 1 move the policy (paper §4). If the rounds run out, the missing groups are filled with
     uninformative ones that carry no loss. Logged as ``train/dynamic_sampling/{rounds,prompts_drawn,
-    informative_share,informative_groups}``. Needs a data module with ``draw_prompts`` (`PromptPoolDataModule`) and
-    at least 2 x P training prompts."""
+    informative_share,informative_groups}``. `GRPOModule.last_rollout` then holds the trained groups (the rollout-
+    accuracy callbacks see those), its ``extras["refill"]`` the alpha of every group drawn. Needs a data module with
+    ``draw_prompts`` (`PromptPoolDataModule`) and at least 2 x P training prompts."""
     max_refill_rounds: int = 4
     """Most extra rounds of P prompts per step under dynamic_sampling (verl's max_num_gen_batches less 1)."""
     val_max_new_tokens: int | None = None

@@ -14,12 +14,20 @@ from dataclasses import dataclass
 import torch
 
 from bridge_pl.analysis.accuracy import rollout_accuracy
-from bridge_pl.analysis.influence import GradientSpace, InfluenceTerms, group_gradient, influence_terms
+from bridge_pl.analysis.influence import (
+    GradientSpace,
+    InfluenceTerms,
+    group_gradient,
+    influence_from_products,
+    preserved_grads,
+)
 from bridge_pl.data.prompt_sets import PromptSet
-from bridge_pl.rl.logprobs import CompletionBatch
+from bridge_pl.rl.advantages import group_advantages
+from bridge_pl.rl.logprobs import CompletionBatch, completion_logprobs
+from bridge_pl.rl.losses import aggregate, clipped_surrogate
 from bridge_pl.rollout.base import Completion, SamplingConfig
 
-__all__ = ["ProbeRollouts", "measure_influence", "sample_probe"]
+__all__ = ["ProbeRollouts", "measure_influence", "one_step_changes", "sample_probe", "spearman"]
 
 Sampler = Callable[[list[list[int]], int, SamplingConfig, int], list[list[Completion]]]
 
@@ -59,26 +67,43 @@ def measure_influence(
 ) -> tuple[list[InfluenceTerms], torch.Tensor]:
     """I, C, K+, K- of every training-probe prompt against the target set; also returns T.
 
-    T = mean over the target's (q', o') of (r - mean reward of q') grad (1/|o'|) log pi(o' | q'). For each
-    training prompt, G+ and G- are the mean gradients over its right and wrong rollouts.
+    T = mean over the target's (q', o') of (r - mean reward of q') grad log pi(o' | q') (the gradient of the
+    target's expected reward). For each training prompt, G+ and G- are the mean gradients of the length-normalised
+    log-likelihood (1/|o|) log pi(o | q) over its right and wrong rollouts (the GRPO loss's token mean).
 
     Args:
-        model: The policy (gradients via autograd.grad; its .grad fields are not touched).
+        model: The policy (its .grad fields are as they were on return).
         space: The parameter subset (and sketch) of the gradients.
         train: Rollouts of the training probe prompts.
         target: Rollouts of the target prompts.
         pad_id: Padding token id.
         micro_batch_size: Sequences per backward pass (gradients are summed over micro-batches).
+
+    Under FSDP2 (`space.sharded`) every rank must call it with the same rollouts: the inner products of the
+    gradient shards are summed over ranks (`GradientSpace.reduce`, once), and the ``.grad`` fields the backward
+    passes need are put back on return. T is then this rank's part (take its norm with `GradientSpace.norm`).
     """
     device = next(model.parameters()).device
-    target_vector = _target_gradient(model, space, target, pad_id, device, micro_batch_size)
-    terms = []
-    for prompt, group, correct in zip(train.probe.prompt_ids, train.completions, train.correct, strict=True):
-        right = [c.token_ids for c, ok in zip(group, correct, strict=True) if ok]
-        wrong = [c.token_ids for c, ok in zip(group, correct, strict=True) if not ok]
-        g_plus = _mean_gradient(model, space, prompt, right, pad_id, device, micro_batch_size) if right else None
-        g_minus = _mean_gradient(model, space, prompt, wrong, pad_id, device, micro_batch_size) if wrong else None
-        terms.append(influence_terms(g_plus, g_minus, rollout_accuracy(correct), target_vector))
+    with preserved_grads(model):
+        target_vector = _target_gradient(model, space, target, pad_id, device, micro_batch_size)
+        local, present = [], []  # (K+, K-) of every prompt from this rank's part; which of the two exist
+        for prompt, group, correct in zip(train.probe.prompt_ids, train.completions, train.correct, strict=True):
+            right = [c.token_ids for c, ok in zip(group, correct, strict=True) if ok]
+            wrong = [c.token_ids for c, ok in zip(group, correct, strict=True) if not ok]
+            products = []
+            for completions in (right, wrong):
+                if not completions:
+                    products.append(target_vector.new_zeros(()))
+                    continue
+                vector = _mean_gradient(model, space, prompt, completions, pad_id, device, micro_batch_size)
+                products.append(target_vector @ vector)
+            local.append(torch.stack(products))
+            present.append((bool(right), bool(wrong)))
+    totals = space.reduce(torch.stack(local)).tolist() if local else []  # (P, 2)
+    terms = [
+        influence_from_products(rollout_accuracy(correct), k_plus if has_plus else None, k_minus if has_minus else None)
+        for correct, (k_plus, k_minus), (has_plus, has_minus) in zip(train.correct, totals, present, strict=True)
+    ]
     return terms, target_vector
 
 
@@ -99,16 +124,106 @@ def _target_gradient(model, space, target: ProbeRollouts, pad_id, device, micro_
             advantages.append(float(ok) - mean)
     batch = CompletionBatch.build(prompts, completions, pad_id, device)
     weights = torch.tensor(advantages, device=device) / len(advantages)
-    return _summed_gradient(model, space, batch, weights, micro_batch_size)
+    # grad J = E[A grad log pi(o' | q')]: the sequence's log-likelihood, so lr <T, g> is the change of the reward.
+    return _summed_gradient(model, space, batch, weights, micro_batch_size, length_normalised=False)
 
 
-def _summed_gradient(model, space, batch, weights, micro_batch_size) -> torch.Tensor:
+def _summed_gradient(model, space, batch, weights, micro_batch_size, length_normalised=True) -> torch.Tensor:
     total = None
     for rows in torch.arange(len(batch), device=weights.device).split(micro_batch_size):
         if not bool(weights[rows].any()):
             continue  # rows of zero weight (a target prompt with all-equal rewards) add nothing
-        vector = group_gradient(space, model, batch, rows, weights[rows])
+        vector = group_gradient(space, model, batch, rows, weights[rows], length_normalised)
         total = vector if total is None else total + vector
     if total is None:
         return torch.zeros(space.sketch.dim if space.sketch else space.size, device=weights.device)
     return total
+
+
+def one_step_changes(
+    model: torch.nn.Module, train: ProbeRollouts, fresh: ProbeRollouts, pad_id: int, lr: float, batch_size: int = 32
+) -> list[float | None]:
+    """The measured change of the target reward after one GRPO step on each probe prompt alone (None: no step).
+
+    For each prompt with 0 < alpha < 1: the GRPO loss of its rollouts (on-policy, no KL, the paper's token-mean
+    aggregation, group-normalised advantages) takes one SGD step of `lr` on every trainable parameter; the change
+    of the expected reward on the target prompts is then estimated from `fresh` (rollouts sampled before the step,
+    independent of those behind T) by the likelihood ratio, E_old[(pi_new / pi_old - 1)(r - b)] with b the prompt's
+    mean reward: unbiased for J_new - J_old and not first-order; the parameters are restored afterwards.
+    """
+    device = next(model.parameters()).device
+    batch, rewards = _flat_rollouts(fresh, pad_id, device)
+    before = _sequence_logprobs(model, batch, batch_size)
+    params = [p for p in model.parameters() if p.requires_grad]
+    changes: list[float | None] = []
+    for prompt, group, correct in zip(train.probe.prompt_ids, train.completions, train.correct, strict=True):
+        if all(correct) or not any(correct):
+            changes.append(None)  # all advantages are 0: the step does not move the policy
+            continue
+        grads = torch.autograd.grad(_grpo_loss(model, prompt, group, correct, pad_id, device), params)
+        with torch.no_grad():
+            for param, grad in zip(params, grads, strict=True):
+                param -= lr * grad
+            after = _sequence_logprobs(model, batch, batch_size)
+            for param, grad in zip(params, grads, strict=True):
+                param += lr * grad  # undo the step
+        changes.append(float(((after - before).exp() - 1).mul(rewards).mean()))
+    return changes
+
+
+def _grpo_loss(model, prompt, group, correct, pad_id, device) -> torch.Tensor:
+    batch = CompletionBatch.build([prompt] * len(group), [c.token_ids for c in group], pad_id, device)
+    logprobs, _, width = completion_logprobs(model, batch)
+    mask = batch.completion_mask[:, :width]
+    advantages = group_advantages(torch.tensor([correct], dtype=torch.float32, device=device))[0]  # (N,)
+    per_token, _ = clipped_surrogate(logprobs, logprobs.detach(), advantages, mask)
+    return aggregate(per_token, mask, "grpo", num_sequences=len(group), num_tokens=float(mask.sum()),
+                     max_completion_length=width)  # fmt: skip
+
+
+def _flat_rollouts(rollouts: ProbeRollouts, pad_id, device) -> tuple[CompletionBatch, torch.Tensor]:
+    """All rollouts as one batch, and each one's reward minus its prompt's mean reward: (B,)."""
+    prompts, completions, centred = [], [], []
+    for prompt, group, correct in zip(rollouts.probe.prompt_ids, rollouts.completions, rollouts.correct, strict=True):
+        mean = sum(correct) / len(correct)
+        prompts += [prompt] * len(group)
+        completions += [c.token_ids for c in group]
+        centred += [float(ok) - mean for ok in correct]
+    return CompletionBatch.build(prompts, completions, pad_id, device), torch.tensor(centred, device=device)
+
+
+@torch.no_grad()
+def _sequence_logprobs(model, batch: CompletionBatch, batch_size: int) -> torch.Tensor:
+    """(B,) log pi(o | q) of every row (the sum over its completion tokens)."""
+    out = []
+    for rows in torch.arange(len(batch), device=batch.completion_ids.device).split(batch_size):
+        logprobs, _, width = completion_logprobs(model, batch, rows)
+        out.append((logprobs * batch.completion_mask[rows, :width]).sum(1))
+    return torch.cat(out)
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman rank correlation (ties get their mean rank).
+
+    >>> spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 15.0, 40.0])
+    0.8
+    """
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return cov / var if var else float("nan")
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks

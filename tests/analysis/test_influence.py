@@ -21,7 +21,7 @@ from bridge_pl.analysis.probe import ProbeRollouts, _mean_gradient, measure_infl
 from bridge_pl.data.prompt_sets import PromptSet
 from bridge_pl.models.model_io import init_model_dir, load_model
 from bridge_pl.rl.advantages import group_advantages
-from bridge_pl.rl.logprobs import CompletionBatch, completion_logprobs, sequence_mean_logprob
+from bridge_pl.rl.logprobs import CompletionBatch, completion_logprobs
 from bridge_pl.rl.losses import aggregate, clipped_surrogate
 from bridge_pl.rollout import Completion
 
@@ -54,7 +54,7 @@ def group_gradients(model, space, prompt, group, correct):
 
 
 def target_objective(model, target: ProbeRollouts) -> torch.Tensor:
-    """J = mean over target samples of (r - mean r of the prompt) * (1/|o|) log pi(o | q): its gradient is T."""
+    """J = mean over target samples of (r - mean r of the prompt) * log pi(o | q): its gradient is T."""
     prompts, completions, weights = [], [], []
     for prompt, group, correct in zip(target.probe.prompt_ids, target.completions, target.correct, strict=True):
         mean = sum(correct) / len(correct)
@@ -63,7 +63,9 @@ def target_objective(model, target: ProbeRollouts) -> torch.Tensor:
             completions.append(completion.token_ids)
             weights.append(float(ok) - mean)
     batch = CompletionBatch.build(prompts, completions, PAD)
-    return (sequence_mean_logprob(model, batch) * torch.tensor(weights)).sum() / len(weights)
+    logprobs, _, width = completion_logprobs(model, batch)
+    sequence = (logprobs * batch.completion_mask[:, :width]).sum(1)  # log pi(o | q), not its token mean
+    return (sequence * torch.tensor(weights)).sum() / len(weights)
 
 
 def test_influence_predicts_the_one_step_change_of_the_target_objective(model_dir):

@@ -69,10 +69,16 @@ def test_callbacks_log_histograms_influence_and_completions(model_dir, prompts_d
     probe = events.Scalars("rollout_accuracy/probe/informative_mass")
     assert probe[0].step == 0 and probe[0].value == pytest.approx(4 / 6)  # alphas 0, .25, .5, .75, 1, .5
     assert [e.step for e in events.Scalars("influence/total")] == [0, 2]
+    by_bin = {tag: events.Scalars(f"influence/{tag}")[0].value for tag in (
+        "alpha_bin_0", "alpha_bin_0_0.2", "alpha_bin_0.2_0.4", "alpha_bin_0.4_0.6", "alpha_bin_0.6_0.8",
+        "alpha_bin_0.8_1", "alpha_bin_1")}  # fmt: skip
+    assert by_bin["alpha_bin_0"] == by_bin["alpha_bin_1"] == by_bin["alpha_bin_0_0.2"] == 0  # none or no influence
+    assert by_bin["alpha_bin_0.4_0.6"] == pytest.approx(events.Scalars("influence/influence_sum/(0.4,0.6]")[0].value)
+    assert sum(by_bin.values()) == pytest.approx(6 * events.Scalars("influence/total")[0].value, rel=1e-5)
+    assert [e.step for e in events.Scalars("timing/influence_s")] == [0, 2]
     assert [e.step for e in events.Scalars("rollout_accuracy/train/mean")] == [1, 2]
-    assert {"rollout_accuracy/probe/figure", "rollout_accuracy/train/figure", "influence/figure"} <= set(
-        events.Tags()["images"]
-    )
+    assert {"rollout_accuracy/probe/figure", "rollout_accuracy/train/figure", "influence/figure",
+            "influence/over_training"} <= set(events.Tags()["images"])  # fmt: skip
     assert {"rollout_accuracy/probe/alpha", "rollouts/reward", "rollouts/advantage", "rollouts/length"} <= set(
         events.Tags()["histograms"]
     )
@@ -91,6 +97,9 @@ def test_callbacks_log_histograms_influence_and_completions(model_dir, prompts_d
     measured = json.loads((log_dir / "influence" / "step_0.json").read_text())
     assert [p["alpha"] for p in measured["prompts"]] == [0.0, 0.25, 0.5, 0.75, 1.0, 0.5]
     assert measured["prompts"][0]["influence"] == 0 and measured["prompts"][2]["influence"] != 0
+    history = json.loads((log_dir / "influence" / "history.json").read_text())
+    assert [row["step"] for row in history] == [0, 2] and influence.state_dict()["history"] == history
+    assert (log_dir / "influence" / "over_training.png").stat().st_size > 1000
     rows = [json.loads(line) for line in (log_dir / "completions" / "step_1.jsonl").read_text().splitlines()]
     assert len(rows) == 6 * N and {"prompt", "completion", "reward", "advantage", "length"} <= rows[0].keys()
     assert sum(r["correct"] for r in rows) == sum(RIGHT)
@@ -98,12 +107,13 @@ def test_callbacks_log_histograms_influence_and_completions(model_dir, prompts_d
 
 def test_training_is_identical_without_the_callbacks(model_dir, prompts_dir, tmp_path, scripted_engine):
     accuracy = RolloutAccuracyCallback(every_n_steps=1, probe_path=str(prompts_dir), num_generations=N)
-    influence = InfluenceCallback(str(prompts_dir), str(prompts_dir), num_generations=N, every_n_steps=1)
+    influence = InfluenceCallback(num_generations=N, every_n_steps=1)  # the data module's prompts (no val_path)
     observed, _ = fit(model_dir, prompts_dir, tmp_path / "a", scripted_engine(RIGHT), [accuracy, influence,
                       CompletionsCallback(every_n_steps=1)])  # fmt: skip
     plain, _ = fit(model_dir, prompts_dir, tmp_path / "b", scripted_engine(RIGHT), [])
     for (name, a), (_, b) in zip(observed.model.state_dict().items(), plain.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+    assert [row["step"] for row in influence.history] == [0, 1, 2]
 
 
 def test_bad_arguments_are_refused_with_their_names():

@@ -286,3 +286,51 @@ def test_mismatch_correction_is_refused_where_it_cannot_work(model_dir):
     with pytest.raises(ValueError, match="no train/inference mismatch to correct"):
         GRPOModule(str(model_dir), loss=loss)  # the default HFEngine returns no log-probs
     GRPOModule(str(model_dir), loss=loss, engine=HFEngine(return_logprobs=True))  # allowed: it can be measured
+
+
+def trl_util(name: str):
+    """A function of ``trl/trainer/utils.py`` compiled from TRL's source, its Triton path switched off (CPU)."""
+    spec = importlib.util.find_spec("trl")
+    if spec is None or spec.origin is None:
+        pytest.skip("trl is not installed")
+    tree = ast.parse((Path(spec.origin).parent / "trainer" / "utils.py").read_text())
+    wanted = {name, "selective_log_softmax", "entropy_from_logits"}  # what it calls
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
+    for function in functions:
+        function.decorator_list = []
+    namespace = {"torch": torch, "F": torch.nn.functional, "is_triton_available": lambda: False,
+                 "_supports_trl_loss_kernel": lambda *a, **k: False}  # fmt: skip
+    exec(compile(ast.Module(functions, type_ignores=[]), "utils.py", "exec"), namespace)
+    return namespace[name]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_and_entropy_with_gradient_match_trl(temperature):
+    """Our log-probs and entropy (full logits and chunked from hidden states) against TRL's
+    ``selective_log_softmax_and_entropy`` on the same logits: values and the gradient of logp + 0.1 x entropy."""
+    from bridge_pl.rl.chunked import chunked_logprobs_and_entropy
+    from bridge_pl.rl.losses import token_logprobs
+
+    trl = trl_util("selective_log_softmax_and_entropy")
+    torch.manual_seed(4)
+    hidden = torch.randn(3, 5, 8)
+    head = torch.nn.Linear(8, 40)
+    targets = torch.randint(0, 40, (3, 5))
+    results = []
+    for variant in ("trl", "full", "chunked"):
+        head.zero_grad()
+        h = hidden.clone().requires_grad_(True)
+        if variant == "chunked":
+            logp, entropy = chunked_logprobs_and_entropy(h, head.weight, head.bias, targets, temperature, 4,
+                                                         entropy_grad=True)  # fmt: skip
+        elif variant == "full":
+            logits = head(h)
+            logp, entropy = token_logprobs(logits, targets, temperature), token_entropy(logits, temperature)
+        else:
+            logp, entropy = trl(head(h), targets, entropy_requires_grad=True, temperature=temperature)
+        (logp.sum() + 0.1 * entropy.sum()).backward()
+        results.append((logp.detach(), entropy.detach(), h.grad, head.weight.grad.clone()))
+    reference = results[0]
+    for ours in results[1:]:
+        for a, b in zip(ours, reference, strict=True):
+            assert torch.allclose(a, b, atol=1e-6)

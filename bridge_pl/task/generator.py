@@ -17,11 +17,14 @@ The construction follows the official iGSM-reasoning generator stage by stage:
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+from bisect import bisect, insort
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
+from itertools import accumulate
 
 from bridge_pl.task.problem import Node, Problem
 from bridge_pl.task.vocabulary import Vocabulary, load_vocabulary
@@ -209,6 +212,18 @@ def _softmax(scores: list[float]) -> list[float]:
     return [e / total for e in exps]
 
 
+@functools.lru_cache(maxsize=256)
+def _size_cum_weights(choices: int, rel: float) -> tuple[float, ...]:
+    """`_size_weights` accumulated, as `Random.choices(cum_weights=...)` takes them (rel repeats: one per T)."""
+    return tuple(accumulate(_size_weights(choices, rel)))
+
+
+def _weighted_pick(rng: random.Random, seq: Sequence, weights: Sequence[float]):
+    """`rng.choices(seq, weights)[0]`, the same arithmetic and the same one random() call, minus its checks."""
+    cum_weights = list(accumulate(weights))
+    return seq[bisect(cum_weights, rng.random() * (cum_weights[-1] + 0.0), 0, len(cum_weights) - 1)]
+
+
 def _size_weights(choices: int, rel: float) -> list[float]:
     """Weights over `choices` sizes with centres spread over [0.2, 0.8] (the paper's three for {2, 3, 4})."""
     centres = [0.2 + 0.6 * k / (choices - 1) for k in range(choices)] if choices > 1 else [0.5]
@@ -249,8 +264,8 @@ def _draw_shape(config: GeneratorConfig, rng: random.Random) -> _Shape:
     ip = config.max_instance_params
     rel = (target_ops - 1) / (ip - 1)
     layer_choices = list(range(2, config.max_layers + 1))
-    num_layers = rng.choices(layer_choices, weights=_size_weights(len(layer_choices), rel))[0]
-    w0, w1 = sorted(rng.choices([2, 3, 4], weights=_size_weights(3, rel), k=2))
+    num_layers = rng.choices(layer_choices, cum_weights=_size_cum_weights(len(layer_choices), rel))[0]
+    w0, w1 = sorted(rng.choices([2, 3, 4], cum_weights=_size_cum_weights(3, rel), k=2))
     num_edges = min(_randint(rng, (num_layers - 1) * w0, ip), _randint(rng, (num_layers - 1) * w0, ip))
     num_edges = min(num_edges, (num_layers - 1) * w1 * w1)
     return _Shape(target_ops, budget1, budget2, num_layers, w0, w1, num_edges)
@@ -290,16 +305,15 @@ def _draw_layer_sizes(rng: random.Random, num_layers: int, w0: int, w1: int, num
 
 def _draw_edges(rng: random.Random, counts: list[int], num_edges: int) -> list[list[list[int]]]:
     """Containment edges: every upper item contains one random lower item, then random extra edges."""
-    children: list[list[list[int]]] = [[[] for _ in range(n)] for n in counts]
+    children: list[list[list[int]]] = [[[] for _ in range(counts[0])]]
     for layer in range(1, len(counts)):
-        for item in range(counts[layer]):
-            children[layer][item].append(int(rng.random() * counts[layer - 1]))
+        children.append([[int(rng.random() * counts[layer - 1])] for _ in range(counts[layer])])
     missing = [
         (layer, item, lower)
         for layer in range(1, len(counts))
-        for item in range(counts[layer])
+        for item, (first,) in enumerate(children[layer])
         for lower in range(counts[layer - 1])
-        if lower not in children[layer][item]
+        if lower != first
     ]
     extra = max(0, num_edges - sum(counts[1:]))
     for layer, item, lower in _sample(rng, missing, min(extra, len(missing))):
@@ -323,6 +337,7 @@ class _Draft:
     abstract: list[bool]
     parents: list[list[int]]  # implicit parents of abstract parameters; instance parents grow in stages 3-5
     num_instances: int
+    by_level: dict[int, list[int]]  # abstract parameters by level (upper layer - lower layer), ascending
     in_graph: list[bool]
     graph: list[int]  # parameters in Gd, insertion order
     constants: list[int | None]
@@ -344,42 +359,42 @@ def _new_draft(structure: _Structure) -> _Draft:
     """All parameters of a structure graph: one instance parameter per edge, one abstract per (layer, item) pair."""
     layers, children = structure.num_layers, structure.children
     spec: list[tuple[int, int, int]] = []
-    first_instance = [[0] * len(items) for items in structure.items]  # id of each item's first instance parameter
-    for layer in range(1, layers):
+    first_instance = []  # first_instance[layer][item]: id of the item's first instance parameter
+    for layer in range(layers):
+        firsts = []
         for item, lowers in enumerate(children[layer]):
-            first_instance[layer][item] = len(spec)
-            spec.extend((layer, item, lower) for lower in lowers)
+            firsts.append(len(spec))
+            spec += [(layer, item, lower) for lower in lowers]
+        first_instance.append(firsts)
     num_instances = len(spec)
-    abstract_base: dict[tuple[int, int], int] = {}  # (lower layer, upper layer) -> id of its item 0
+    parents: list[list[int]] = [[] for _ in spec]
+    by_level: dict[int, list[int]] = {}
+    block: dict[tuple[int, int], int] = {}  # (lower layer, upper layer) -> id of its item 0
     for upper_layer in range(1, layers):
         for lower_layer in range(upper_layer):
-            abstract_base[lower_layer, upper_layer] = len(spec)
-            spec.extend((lower_layer, upper_layer, item) for item in range(len(structure.items[upper_layer])))
-    parents: list[list[int]] = [[] for _ in range(num_instances)]
-    for upper_layer in range(1, layers):
-        for lower_layer in range(upper_layer):
-            below = abstract_base.get((lower_layer, upper_layer - 1))  # None one level up: a plain sum
-            for item, lowers in enumerate(children[upper_layer]):
-                first = first_instance[upper_layer][item]
+            block[lower_layer, upper_layer] = base = len(spec)
+            spec += [(lower_layer, upper_layer, item) for item in range(len(children[upper_layer]))]
+            by_level.setdefault(upper_layer - lower_layer, []).extend(range(base, len(spec)))
+            below = block.get((lower_layer, upper_layer - 1))  # None one level up: a plain sum
+            for first, lowers in zip(first_instance[upper_layer], children[upper_layer], strict=True):
                 if below is None:
                     parents.append(list(range(first, first + len(lowers))))
                 else:  # weighted: each child's count times that child's category total
                     parents.append([p for k, lower in enumerate(lowers) for p in (first + k, below + lower)])
     n = len(spec)
-    abstract = [p >= num_instances for p in range(n)]
-    base_ops = [max(1, len(parents[p]) - 1) for p in range(n)]
     return _Draft(
         structure=structure,
         spec=spec,
-        abstract=abstract,
+        abstract=[False] * num_instances + [True] * (n - num_instances),
         parents=parents,
         num_instances=num_instances,
+        by_level=by_level,
         in_graph=[False] * n,
         graph=[],
         constants=[None] * n,
         combine=["sum"] * n,
         constant_op=[None] * n,
-        base_ops=base_ops,
+        base_ops=[1] * num_instances + [max(1, len(inputs) - 1) for inputs in parents[num_instances:]],
     )
 
 
@@ -456,20 +471,22 @@ def _ancestors(draft: _Draft, p: int) -> list[int]:
 
 def _stage1_abstract(draft: _Draft, rng: random.Random, budget: int) -> None:
     """Add abstract parameters with their ancestors, top level first, while the op cost stays within budget."""
-    by_level: dict[int, list[int]] = {}
-    for p in range(draft.num_instances, len(draft.spec)):
-        lower_layer, upper_layer, _ = draft.spec[p]
-        by_level.setdefault(upper_layer - lower_layer, []).append(p)
+    in_graph, base_ops = draft.in_graph, draft.base_ops
+    levels = [draft.by_level[level] for level in range(draft.structure.num_layers - 1, 0, -1)]
+    ancestors: dict[int, list[int]] = {}  # a rejected candidate is often drawn again; parents are fixed here
     cost = 0
     accepted = True
     while accepted:
         accepted = False
-        for level in range(draft.structure.num_layers - 1, 0, -1):
-            candidates = [p for p in by_level.get(level, ()) if not draft.in_graph[p]]
+        for level in levels:
+            candidates = [p for p in level if not in_graph[p]]
             if not candidates:
                 continue
-            new = [p for p in _ancestors(draft, _pick(rng, candidates)) if not draft.in_graph[p]]
-            added_cost = sum(draft.base_ops[p] for p in new)
+            p = _pick(rng, candidates)
+            if p not in ancestors:
+                ancestors[p] = _ancestors(draft, p)
+            new = [q for q in ancestors[p] if not in_graph[q]]
+            added_cost = sum([base_ops[q] for q in new])
             if cost + added_cost <= budget:
                 draft.add(new)
                 cost += added_cost
@@ -490,30 +507,35 @@ def _stage2_instances(draft: _Draft, rng: random.Random, budget: int) -> None:
 def _choose_new_parent(draft: _Draft, rng: random.Random, pool: list[int], feeds_placed: list[bool]) -> int:
     """Softmax choice favouring abstract nodes and nodes already feeding placed nodes (score x |N(0,1)|)."""
     scores = [(draft.abstract[p] + feeds_placed[p]) * abs(rng.gauss(0.0, 1.0)) for p in pool]
-    return rng.choices(pool, weights=_softmax(scores))[0]
+    return _weighted_pick(rng, pool, _softmax(scores))
 
 
 def _stage3_order(draft: _Draft, rng: random.Random) -> list[int] | None:
     """A random topological order built backwards from a childless target; None if it gets stuck."""
     n = len(draft.spec)
+    rank = {p: i for i, p in enumerate(draft.graph)}
     pending = [0] * n  # children in Gd not placed yet
     for p in draft.graph:
         for parent in draft.parents[p]:
             pending[parent] += 1
-    placed_flag, feeds_placed = [False] * n, [False] * n
+    feeds_placed = [False] * n
+    # Unplaced nodes of Gd whose children are all placed, in Gd order; kept up to date by place() rather than
+    # rescanned every step (the scan was a third of the stage's time).
+    ready = [p for p in draft.graph if pending[p] == 0]
     placed: list[int] = []
 
     def place(p: int) -> None:
         placed.append(p)
-        placed_flag[p] = True
+        ready.remove(p)
         for parent in draft.parents[p]:
             pending[parent] -= 1
             feeds_placed[parent] = True
+            if pending[parent] == 0:
+                insort(ready, parent, key=rank.__getitem__)
 
-    place(_pick(rng, [p for p in draft.graph if pending[p] == 0]))
+    place(_pick(rng, ready))
     while len(placed) < len(draft.graph):
         last = placed[-1]
-        ready = [p for p in draft.graph if not placed_flag[p] and pending[p] == 0]
         if not draft.abstract[last] and rng.random() < 0.5:
             _link(draft, feeds_placed, last, _choose_new_parent(draft, rng, ready, feeds_placed))
         candidates = [p for p in ready if feeds_placed[p]]

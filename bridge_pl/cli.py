@@ -175,8 +175,8 @@ def _experiment_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--methods {','.join(unknown)}: not in {args.config} (methods: {', '.join(config.methods)})")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     run_experiment(config, methods, seeds, force=args.force)
-    print(f"report: {Path(config.out_dir) / 'report.md'}")
-    print((Path(config.out_dir) / "report.md").read_text(encoding="utf-8"), end="")
+    print(f"report: {config.report_path() / 'report.md'}")
+    print((config.report_path() / "report.md").read_text(encoding="utf-8"), end="")
     return 0
 
 
@@ -185,7 +185,7 @@ def _experiment_report(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     build_report(config)
-    print((Path(config.out_dir) / "report.md").read_text(encoding="utf-8"), end="")
+    print((config.report_path() / "report.md").read_text(encoding="utf-8"), end="")
     return 0
 
 

@@ -37,11 +37,20 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
+from bridge_pl.analysis.rejection import RejectionSettings
 from bridge_pl.analysis.stats import paired_gain_difference
 from bridge_pl.data.pipeline import GenerationPlan, generate_dataset, generation_plan
 from bridge_pl.task.base import DEFAULT_TASK
 
-__all__ = ["ExperimentConfig", "MethodConfig", "PretrainConfig", "build_report", "load_config", "run_experiment"]
+__all__ = [
+    "ExperimentConfig",
+    "MethodConfig",
+    "PretrainConfig",
+    "RejectionConfig",
+    "build_report",
+    "load_config",
+    "run_experiment",
+]
 
 STAGES = ("data", "sft", "sft_eval", "probe", "grpo", "rft_eval")
 TINY_SETS = {
@@ -50,6 +59,24 @@ TINY_SETS = {
     "test_id": "tiny_test_id",
     "test_ood": "tiny_test_ood",
 }
+
+
+@dataclass(frozen=True)
+class RejectionConfig(RejectionSettings):
+    """A rejection-sampling method: another method's SFT model fine-tuned on its own right answers.
+
+    Per seed, the `source` method's SFT model is sampled `num_generations` times on the first `size` prompts of
+    `prompts`; the right answers of prompts with alpha in [alpha_min, alpha_max] are kept
+    (`bridge_pl.analysis.rejection`) and the source model is fine-tuned on them with the experiment's SFT config
+    (and the method's `sft_args`). The paper discusses this baseline; its code has none.
+    """
+
+    source: str = "vanilla"
+    """The method whose SFT model is sampled and fine-tuned (a method without rejection)."""
+    prompts: str = "rl_train"
+    """The prompts sampled: a key of `sets` (training prompts, never a test set)."""
+    size: int = 1000
+    """Prompts sampled (the first rows of `prompts`)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +95,10 @@ class MethodConfig:
     """`BehaviorConfig` fields set over the preset (e.g. {exploration: 0.2})."""
     generator_overrides: dict[str, Any] = field(default_factory=dict)
     """`GeneratorConfig` fields set over the split's (e.g. {max_op: 6})."""
+    rejection: RejectionConfig | None = None
+    """Instead of written answers: rejection-sampled ones of another method's SFT model (style and the rest unused)."""
+    sft_args: tuple[str, ...] = ()
+    """Extra `bridge fit` arguments of this method's SFT runs, after the experiment's `sft_args`."""
 
     def plan(self, split: str, task: str = DEFAULT_TASK) -> GenerationPlan:
         """The generation plan of this method's SFT set on a split preset of `task`."""
@@ -139,8 +170,9 @@ class ExperimentConfig:
     """The task of every data set (`bridge_pl.task.base.get_task` name): igsm, dyval-arithmetic, dyval-logic."""
     sft_split: str = "tiny_sft"
     """Split preset of the SFT problems (the same problems for every method)."""
-    sets: dict[str, str] = field(default_factory=lambda: dict(TINY_SETS))
-    """Shared prompt sets: name -> split preset."""
+    sets: dict[str, str | dict[str, Any]] = field(default_factory=lambda: dict(TINY_SETS))
+    """Shared prompt sets: name -> split preset, or {split, size, seed} (a preset with another size or seed: a test
+    set of 2000 problems is {split: tiny_test_id, size: 2000}, whose first 500 are the preset's 500)."""
     test_sets: tuple[str, ...] = ("test_id", "test_ood")
     """Keys of `sets` evaluated before and after RL."""
     seeds: tuple[int, ...] = (0,)
@@ -164,10 +196,18 @@ class ExperimentConfig:
     control: str | None = None
     """The method every other is compared with, paired by seed and test problem (default: "vanilla" if there is
     one, else the first method)."""
+    report_dir: str | None = None
+    """Where report.md/json, the figures and the report's TensorBoard run go (default: out_dir). Two configs can share
+    one out_dir, and with it every finished stage whose settings match (a baselines config reusing the main one's
+    pretrained models and vanilla/BRIDGE runs), each writing its own report."""
     bootstrap_samples: int = 4000
     """Replicates of the two-level bootstrap (seeds, then problems) behind the report's confidence intervals."""
     pretrain: PretrainConfig | None = None
     """Train each seed's base model on a large corpus before SFT (None: SFT starts from the base model)."""
+
+    def report_path(self) -> Path:
+        """The folder of the report (report_dir, default out_dir)."""
+        return Path(self.report_dir or self.out_dir)
 
     def control_method(self) -> str:
         """The method the paired comparison is against."""
@@ -180,9 +220,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     """Read an experiment YAML; unknown keys and missing required ones are errors naming them."""
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     try:
-        methods = {
-            name: _build(MethodConfig, spec or {}, f"methods.{name}") for name, spec in raw.pop("methods").items()
-        }
+        methods = {name: _method(name, spec or {}) for name, spec in raw.pop("methods").items()}
         probe = _build(ProbeConfig, raw.pop("probe", {}) or {}, "probe")
         pretrain = raw.pop("pretrain", None)
         pretrain = _build(PretrainConfig, pretrain, "pretrain") if pretrain is not None else None
@@ -201,17 +239,55 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ValueError(f"{path}: control={config.control!r} is not one of the methods ({', '.join(config.methods)})")
     if config.eval_engine not in ("hf", "vllm"):
         raise ValueError(f"{path}: eval_engine={config.eval_engine!r}: choose hf or vllm")
+    for name, spec in config.sets.items():
+        try:
+            set_plan(spec, config.task)
+        except ValueError as err:
+            raise ValueError(f"{path}: sets.{name}: {err}") from err
     for name, method in config.methods.items():  # a bad style, preset or override fails now, not hours in
         try:
             method.plan(config.sft_split, config.task)
         except ValueError as err:
             raise ValueError(f"{path}: methods.{name}: {err}") from err
+        if method.rejection is not None:
+            _check_rejection(path, name, method.rejection, config)
     if config.pretrain is not None:
         try:
             config.pretrain.plan(config.task)
         except ValueError as err:
             raise ValueError(f"{path}: pretrain: {err}") from err
     return config
+
+
+def set_plan(spec: str | dict[str, Any], task: str = DEFAULT_TASK) -> GenerationPlan:
+    """The generation plan of a shared set: a split preset name, or {split, size, seed} over the preset's."""
+    if isinstance(spec, str):
+        return generation_plan(split=spec, task=task)
+    unknown = sorted(set(spec) - {"split", "size", "seed"})
+    if unknown or "split" not in spec:
+        raise ValueError(f"give a split preset or {{split, size, seed}}, not {dict(spec)!r}")
+    return generation_plan(split=spec["split"], size=spec.get("size"), seed=spec.get("seed"), task=task)
+
+
+def _method(name: str, spec: dict[str, Any]) -> MethodConfig:
+    rejection = spec.get("rejection")
+    if rejection is not None:
+        spec = spec | {"rejection": _build(RejectionConfig, rejection, f"methods.{name}.rejection")}
+    return _build(MethodConfig, spec, f"methods.{name}")
+
+
+def _check_rejection(path: str | Path, name: str, rejection: RejectionConfig, config: ExperimentConfig) -> None:
+    where = f"{path}: methods.{name}.rejection"
+    source = config.methods.get(rejection.source)
+    if source is None or source.rejection is not None:
+        raise ValueError(f"{where}: source={rejection.source!r} must be one of the written-answer methods "
+                         f"({', '.join(m for m, c in config.methods.items() if c.rejection is None)})")  # fmt: skip
+    if rejection.prompts not in config.sets or rejection.prompts in config.test_sets:
+        raise ValueError(f"{where}: prompts={rejection.prompts!r} must be a training set of sets (e.g. rl_train), "
+                         "never a test set")  # fmt: skip
+    problems = rejection.errors() + ([f"size={rejection.size}: sample at least 1 prompt"] if rejection.size < 1 else [])
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
 
 
 def _build(cls, values: dict[str, Any], key: str):
@@ -245,8 +321,8 @@ class Runner:
     # ---------------------------------------------------------------------------------------- stages
     def shared_data(self) -> None:
         """Write the RL, validation and test sets every method shares."""
-        for name, split in self.config.sets.items():
-            self._generate(self.out / "data" / name, generation_plan(split=split, task=self.config.task))
+        for name, spec in self.config.sets.items():
+            self._generate(self.out / "data" / name, set_plan(spec, self.config.task))
 
     def base_model(self, seed: int) -> Path:
         """The starting model of a seed: the configured directory, or a fresh tiny model initialised with the seed."""
@@ -289,27 +365,8 @@ class Runner:
     def run_method(self, method: str, seed: int, base: Path) -> None:
         """Every stage of one (method, seed) run whose output is missing."""
         run = self.out / method / f"seed_{seed}"
-        data = self.out / "data" / f"sft_{method}"
-        self._generate(data, self.config.methods[method].plan(self.config.sft_split, self.config.task))
-        sft_model, rft_model = run / "sft_model", run / "rft_model"
+        sft_model, rft_model = self.sft_model(method, seed, base), run / "rft_model"
         tb = self.out / "tb"
-        sft_settings = {
-            "data": self._fp(data),
-            "base_model": self._fp(base),
-            "seed": seed,
-            "sft_config": _file_digest(self.config.sft_config),
-            "sft_args": list(self.config.sft_args),
-        }
-        if not self._finished("sft", sft_model, sft_model / ".stage.json", sft_settings):
-            self._stage(method, seed, "sft")
-            self._fit([
-                "--config", self.config.sft_config, "--seed_everything", str(seed),
-                "--model.init_args.model_path", str(base), "--model.init_args.hf_output_dir", str(sft_model),
-                "--data.init_args.train_path", str(data), "--trainer.logger.init_args.save_dir", str(tb),
-                "--trainer.logger.init_args.name", f"{method}_seed{seed}", "--trainer.logger.init_args.version", "sft",
-                *self.config.sft_args,
-            ])  # fmt: skip
-            self._mark("sft", sft_model / ".stage.json", sft_settings)
         self._evaluate(method, seed, "sft_eval", sft_model)
         self._probe(method, seed, sft_model)
         grpo_settings = {
@@ -334,6 +391,56 @@ class Runner:
             ])  # fmt: skip
             self._mark("grpo", rft_model / ".stage.json", grpo_settings)
         self._evaluate(method, seed, "rft_eval", rft_model)
+
+    def sft_model(self, method: str, seed: int, base: Path) -> Path:
+        """The method's SFT model of a seed (its data and SFT stages run if missing; a rejection method's source's
+        SFT model first)."""
+        spec = self.config.methods[method]
+        sft_model = self.out / method / f"seed_{seed}" / "sft_model"
+        if spec.rejection is None:
+            start, data = base, self.out / "data" / f"sft_{method}"
+            self._generate(data, spec.plan(self.config.sft_split, self.config.task))
+        else:
+            start = self.sft_model(spec.rejection.source, seed, base)
+            data = self._rejection_data(method, seed, start)
+        settings = {
+            "data": self._fp(data),
+            "base_model": self._fp(start),
+            "seed": seed,
+            "sft_config": _file_digest(self.config.sft_config),
+            "sft_args": [*self.config.sft_args, *spec.sft_args],
+        }
+        if not self._finished("sft", sft_model, sft_model / ".stage.json", settings):
+            self._stage(method, seed, "sft")
+            self._fit([
+                "--config", self.config.sft_config, "--seed_everything", str(seed),
+                "--model.init_args.model_path", str(start), "--model.init_args.hf_output_dir", str(sft_model),
+                "--data.init_args.train_path", str(data), "--trainer.logger.init_args.save_dir", str(self.out / "tb"),
+                "--trainer.logger.init_args.name", f"{method}_seed{seed}", "--trainer.logger.init_args.version", "sft",
+                *self.config.sft_args, *spec.sft_args,
+            ])  # fmt: skip
+            self._mark("sft", sft_model / ".stage.json", settings)
+        return sft_model
+
+    def _rejection_data(self, method: str, seed: int, source_model: Path) -> Path:
+        """The rejection-sampled SFT set of a seed: the source SFT model's right answers (`RejectionConfig`)."""
+        rejection = self.config.methods[method].rejection
+        data = self.out / method / f"seed_{seed}" / "sft_data"
+        prompts = self.out / "data" / rejection.prompts
+        settings = {"source_model": self._fp(source_model), "prompts": self._fp(prompts), "seed": seed,
+                    "engine": self.config.eval_engine, "rejection": dataclasses.asdict(rejection)}  # fmt: skip
+        if not self._finished("rejection sampling", data, data / ".stage.json", settings):
+            self._stage(method, seed, "rejection sampling")
+            from bridge_pl.analysis.rejection import rejection_sample  # torch: only here
+
+            written = rejection_sample(
+                str(source_model), str(prompts), data, size=rejection.size, settings=rejection, seed=seed,
+                engine_kind=self.config.eval_engine, overwrite=True,
+            )  # fmt: skip
+            self.log(f"[experiment] {method} seed {seed}: kept {written['rows']} answers of "
+                     f"{written['prompts_kept']}/{written['prompts_sampled']} prompts")  # fmt: skip
+            self._mark("rejection sampling", data / ".stage.json", settings)
+        return data
 
     def _evaluate(self, method: str, seed: int, stage: str, model: Path) -> None:
         out = self.out / method / f"seed_{seed}" / stage
@@ -468,14 +575,15 @@ def _differences(old: Any, new: Any, key: str = "") -> dict[str, tuple[Any, Any]
 # ------------------------------------------------------------------------------------------------ report
 def build_report(config: ExperimentConfig) -> dict[str, Any]:
     """Collect every finished run of the experiment into report.json, report.md, figures and TensorBoard."""
-    out = Path(config.out_dir)
-    runs = _collect(config, out)
+    runs = _collect(config, Path(config.out_dir))
     table = _table(config, runs)
     report = {"methods": list(config.methods), "seeds": list(config.seeds), "table": table, "runs": runs}
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    figures = _figures(config, out, runs)
-    (out / "report.md").write_text(_markdown(config, table, figures), encoding="utf-8")
-    _tensorboard(out, table, figures)
+    where = config.report_path()
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    figures = _figures(config, where, runs)
+    (where / "report.md").write_text(_markdown(config, table, figures), encoding="utf-8")
+    _tensorboard(where, table, figures)
     return report
 
 
@@ -539,6 +647,7 @@ def _table(config: ExperimentConfig, runs: dict[str, dict[str, Any]]) -> dict[st
         row["informative_mass"] = _stats([p["histogram"]["informative_mass"] for p in probes])
         row["mean_sqrt_var"] = _stats([p["histogram"]["mean_sqrt_var"] for p in probes])
         row["influence_total"] = _stats([p["influence"]["total"] for p in probes if "influence" in p])
+        row["rl_steps"] = _stats([len(e["reward_curve"]) for e in entries if e["reward_curve"]])  # early stopping
         table[method] = row
     control = config.control_method()
     for method in config.methods:
@@ -581,13 +690,13 @@ def _cell(stats: dict[str, float] | None, scale: float = 100.0, fmt: str = ".1f"
 def _markdown(config: ExperimentConfig, table: dict[str, dict[str, Any]], figures: dict[str, str]) -> str:
     sets = config.test_sets
     head = ["method"] + [f"{name} {col}" for name in sets for col in ("SFT", "RFT", "Δ")]
-    head += ["P(0<α<1)", "E[√α(1−α)]", "influence"]
+    head += ["P(0<α<1)", "E[√α(1−α)]", "influence", "RL steps"]
     lines = [
         f"# Experiment report ({len(config.seeds)} seed(s): {', '.join(map(str, config.seeds))})",
         "",
         "Strict-match greedy accuracy in % (mean ± std over seeds); Δ = RFT − SFT. P(0<α<1), E[√α(1−α)] and the "
         "per-step influence (mean I(q) over the probe prompts, per unit learning rate) are measured on the SFT model "
-        "before RL.",
+        "before RL. RL steps: GRPO steps run (fewer than the budget when validation stopped improving).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -597,7 +706,7 @@ def _markdown(config: ExperimentConfig, table: dict[str, dict[str, Any]], figure
         for name in sets:
             cells += [_cell(row[name]["sft"]), _cell(row[name]["rft"]), _cell(row[name]["gain"], fmt="+.1f")]
         cells += [_cell(row["informative_mass"], 1.0, ".2f"), _cell(row["mean_sqrt_var"], 1.0, ".3f"),
-                  _cell(row["influence_total"], 1.0, ".2e")]  # fmt: skip
+                  _cell(row["influence_total"], 1.0, ".2e"), _cell(row["rl_steps"], 1.0, ".0f")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines += _paired_markdown(config, table)
     for title, name in figures.items():

@@ -32,11 +32,26 @@ MICRO_GRPO = [
 
 
 def micro(config: Path, tmp_path: Path, base_model: Path | None = None) -> Path:
-    """The experiment with everything shrunk to seconds: 1 seed, 1 method, 2 SFT steps, 1 GRPO step, 4 problems."""
+    """The experiment with everything shrunk to seconds: 1 seed, 2 SFT steps, 1 GRPO step, 4 problems; the first
+    method, and the first rejection-sampling method with its source (its sampling shrunk too). The config's own
+    GRPO arguments (early stopping) run, before the micro ones."""
     settings = yaml.safe_load(config.read_text())
+    methods = dict(list(settings["methods"].items())[:1])
+    rejection = next((name for name, spec in settings["methods"].items() if (spec or {}).get("rejection")), None)
+    if rejection is not None:
+        spec = settings["methods"][rejection]
+        methods[spec["rejection"]["source"]] = settings["methods"][spec["rejection"]["source"]]
+        methods[rejection] = spec | {
+            "rejection": spec["rejection"] | {"size": 3, "num_generations": 2, "max_new_tokens": 8, "alpha_min": 0.0}
+        }
+    for spec in methods.values():
+        (spec or {}).pop("sft_args", None)
+    if settings.get("pretrain"):
+        settings["pretrain"] |= {"size": 16, "args": MICRO_SFT}
     settings |= {
-        "out_dir": str(tmp_path / "out"), "seeds": [0], "methods": dict(list(settings["methods"].items())[:1]),
-        "sft_args": MICRO_SFT, "grpo_args": MICRO_GRPO, "eval_max_new_tokens": 8, "eval_limit": 4,
+        "out_dir": str(tmp_path / "out"), "seeds": [0], "methods": methods, "report_dir": None,
+        "sft_args": MICRO_SFT, "grpo_args": [*settings.get("grpo_args", []), *MICRO_GRPO],
+        "eval_max_new_tokens": 8, "eval_limit": 4,
         "eval_engine": "hf", "base_preset": "llama-1m", "sft_split": "tiny_sft",
         "sets": {"rl_train": "tiny_rl_train", "rl_val": "tiny_rl_val", "test_id": "tiny_test_id",
                  "test_ood": "tiny_test_ood"},
@@ -88,7 +103,12 @@ def test_tiny_experiment_runs_every_stage_and_reports(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("config", [p for p in EXPERIMENTS if p.name != "tiny.yaml"], ids=lambda p: p.name)
-def test_paper_experiment_configs_run_on_the_tiny_model(config, tmp_path):
+def test_paper_experiment_configs_run_on_the_tiny_model(config, tmp_path, monkeypatch):
+    import bridge_pl.analysis.rejection as rejection
+
+    # A rejection-sampling method samples a micro model that is never right: keep each prompt's first rollout so
+    # that its data and fine-tuning stages still run for real.
+    monkeypatch.setattr(rejection, "select_rollouts", lambda correct, *_, **__: [(p, 0) for p in range(len(correct))])
     base = tmp_path / "base"
     assert bridge_main(["model", "init", "--out", str(base), "--preset", "llama-1m"]) == 0
     assert bridge_main(["experiment", "run", "--config", str(micro(config, tmp_path, base))]) == 0
@@ -176,7 +196,7 @@ def _fake_config(tmp_path: Path, **changes):
     import dataclasses
 
     config = load_config(micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path))
-    return dataclasses.replace(config, **changes)
+    return dataclasses.replace(config, **({"pretrain": None} | changes))  # stage lists below start without one
 
 
 def test_rerun_with_same_config_skips_every_stage(tmp_path, fake_stages):
@@ -285,3 +305,62 @@ def test_pretrain_stage_runs_once_per_seed_and_feeds_every_method(tmp_path, fake
     assert (out / "data" / "pretrain" / ".stage.json").is_file()
     Runner(config, log=lambda _: None).run()  # everything exists: nothing is redone
     assert fake_stages.count("seed_0_pretrained") == 1
+
+
+def test_rejection_method_samples_its_source_sft_model_and_fine_tunes_it(tmp_path, fake_stages, monkeypatch):
+    import dataclasses
+
+    import bridge_pl.analysis.rejection as rejection
+    from bridge_pl.experiment import MethodConfig, RejectionConfig, Runner
+
+    calls: list[list[str]] = []
+    fit = Runner._fit
+    monkeypatch.setattr(Runner, "_fit", lambda self, args: (calls.append(args), fit(self, args)))
+    sampled = []
+
+    def rejection_sample(model, prompts, out, *, size, settings, seed, engine_kind, overwrite):
+        sampled.append((model, prompts, size, settings.per_prompt, seed))
+        Path(out).mkdir(parents=True)
+        (Path(out) / "data.jsonl").write_text("{}\n")
+        fake_stages.append("rejection")
+        return {"rows": 1, "prompts_kept": 1, "prompts_sampled": size}
+
+    monkeypatch.setattr(rejection, "rejection_sample", rejection_sample)
+    rs = MethodConfig(rejection=RejectionConfig(source="vanilla", size=5, per_prompt=2),
+                      sft_args=("--trainer.max_steps", "7"))  # fmt: skip
+    config = dataclasses.replace(_fake_config(tmp_path), methods={"rs": rs, "vanilla": MethodConfig()})
+    Runner(config, log=lambda _: None).run()
+    out = tmp_path / "out"
+    # rs runs first: the vanilla SFT model it samples is trained for it, then reused by vanilla's own run.
+    assert fake_stages[:4] == ["base", "sft_model", "rejection", "sft_model"]
+    assert fake_stages.count("sft_model") == 2
+    assert sampled == [(str(out / "vanilla" / "seed_0" / "sft_model"), str(out / "data" / "rl_train"), 5, 2, 0)]
+    rs_fit = next(a for a in calls if str(out / "rs" / "seed_0" / "sft_model") in a)
+    assert rs_fit[rs_fit.index("--model.init_args.model_path") + 1] == str(out / "vanilla" / "seed_0" / "sft_model")
+    assert rs_fit[rs_fit.index("--data.init_args.train_path") + 1] == str(out / "rs" / "seed_0" / "sft_data")
+    assert rs_fit[-2:] == ["--trainer.max_steps", "7"]
+    fake_stages.clear()
+    Runner(config, log=lambda _: None).run()
+    assert fake_stages == []
+
+
+def test_sets_take_a_size_and_bad_rejection_methods_fail_at_load(tmp_path):
+    from bridge_pl.experiment import set_plan
+
+    big = set_plan({"split": "tiny_test_id", "size": 2000})
+    assert big.size == 2000 and big.seed == set_plan("tiny_test_id").seed
+    settings = yaml.safe_load(micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path).read_text())
+    cases = {
+        "sets.test_id: give a split preset": {"sets": settings["sets"] | {"test_id": {"size": 9}}},
+        "source='bridge' must be one of the written-answer methods": {
+            "methods": {"vanilla": {}, "rs": {"rejection": {"source": "bridge"}}}},
+        "prompts='test_id' must be a training set": {
+            "methods": {"vanilla": {}, "rs": {"rejection": {"prompts": "test_id"}}}},
+        "unknown key.*methods.rs.rejection.alpha": {"methods": {"vanilla": {}, "rs": {"rejection": {"alpha": 1}}}},
+        "alpha_min=0.9, alpha_max=0.2": {
+            "methods": {"vanilla": {}, "rs": {"rejection": {"alpha_min": 0.9, "alpha_max": 0.2}}}},
+    }  # fmt: skip
+    for message, change in cases.items():
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(settings | change))
+        with pytest.raises(ValueError, match=message):
+            load_config(tmp_path / "bad.yaml")

@@ -179,6 +179,7 @@ def micro_experiment(tmp_path: Path, out_dir: Path, callbacks_yaml: Path) -> Pat
     settings = yaml.safe_load((ROOT / "configs" / "experiments" / "tiny.yaml").read_text())
     settings |= {
         "out_dir": str(out_dir), "seeds": [0], "methods": {"vanilla": {"style": "plain"}}, "base_preset": "llama-1m",
+        "pretrain": None, "sets": {"rl_train": "tiny_rl_train", "rl_val": "tiny_rl_val", "test_id": "tiny_test_id"},
         "sft_config": str(ROOT / "configs" / "sft" / "tiny.yaml"),
         "grpo_config": str(ROOT / "configs" / "grpo" / "tiny.yaml"),
         "sft_args": ["--config", str(callbacks_yaml), *MICRO_SFT], "grpo_args": MICRO_GRPO,

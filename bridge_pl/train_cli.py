@@ -27,7 +27,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -81,6 +81,7 @@ class BridgeCLI(LightningCLI):
     def before_fit(self) -> None:
         """Check where the run writes, then read and check the training data, before the trainer writes anything."""
         self._check_outputs()
+        self._check_stopping()
         self._check_data("fit")
 
     def before_validate(self) -> None:
@@ -105,6 +106,17 @@ class BridgeCLI(LightningCLI):
             issues += export_errors(getattr(self, "_ckpt_run_id", None))
         if issues:
             _refuse("\n".join(issues))
+
+    def _check_stopping(self) -> None:
+        """Refuse an EarlyStopping that cannot stop the run when asked: with trainer.min_steps and no min_epochs,
+        Lightning sets min_epochs=1 and ignores every stop before the first epoch ends (a GRPO run is one epoch)."""
+        loop = self.trainer.fit_loop
+        if loop.min_epochs is None and loop.min_steps is not None:
+            if any(isinstance(c, EarlyStopping) for c in self.trainer.callbacks):
+                _refuse(f"trainer.callbacks: EarlyStopping with trainer.min_steps={loop.min_steps} and no "
+                        "trainer.min_epochs would not stop before the first epoch ends (Lightning turns min_steps into "
+                        "min_epochs=1); add --trainer.min_epochs=0 to stop once min_steps are done, or set "
+                        "trainer.min_epochs yourself")  # fmt: skip
 
     def _check_data(self, stage: str) -> None:
         """Set a bridge-pl data module up for `stage`; a data error exits with status 2, without a traceback.

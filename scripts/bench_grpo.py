@@ -10,6 +10,11 @@ TRL's side needs ``pip install "bridge-pl[bench]"``; without TRL (or with --skip
     python scripts/bench_grpo.py                       # rl_train prompts, P 4, N 16, L 128, 4 measured steps
     python scripts/bench_grpo.py --split tiny_rl_train --prompts 8 --generations 8
     python scripts/bench_grpo.py --accelerator gpu --precision bf16-mixed --skip-trl
+    python scripts/bench_grpo.py --model runs/sft_tiny/hf_model --split tiny_rl_train --prompts 8 --generations 8 \
+        --max-new-tokens 320                            # a trained model: both sides stop at "</answer>"
+
+A from-scratch model (``--preset``) never stops, so every completion runs to L on both sides; a trained model
+(``--model``) stops at "</answer>" (ours: the stop string; TRL: the same token as an extra eos), at its own lengths.
 """
 
 from __future__ import annotations
@@ -52,12 +57,13 @@ def bench_ours(model_dir: Path, prompts: Path, args: argparse.Namespace) -> tupl
         str(model_dir),
         engine=HFEngine(batch_size=args.prompts * args.generations),
         rollout=RolloutConfig(
-            num_generations=args.generations, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens, stop=())
+            num_generations=args.generations,
+            sampling=SamplingConfig(max_new_tokens=args.max_new_tokens, stop=("</answer>",) if args.model else ()),
         ),
         loss=GRPOLossConfig(kl_coef=args.beta),
         update=UpdateConfig(micro_batch_size=args.prompts * args.generations),
         optimizer=OptimizerConfig(lr=1e-6, betas=(0.9, 0.999)),
-        hf_output_dir=str(model_dir.parent / "ours"),
+        hf_output_dir=str(prompts.parent / "ours"),  # the temporary folder, never beside a --model
     )
     clock = StepTimes()
     trainer = L.Trainer(
@@ -105,6 +111,7 @@ def bench_trl(model_dir: Path, prompts: Path, args: argparse.Namespace, out: Pat
         weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="constant", max_steps=args.warmup + args.steps,
         logging_steps=1, save_strategy="no", report_to=[], use_cpu=args.accelerator == "cpu",
         bf16=args.precision == "bf16-mixed", seed=0, shuffle_dataset=False, disable_tqdm=True,
+        generation_kwargs={"eos_token_id": _stop_ids(tokenizer)} if args.model else None,
     )  # fmt: skip
     trainer = GRPOTrainer(
         model=load_model(model_dir), reward_funcs=[strict_match], args=config, train_dataset=dataset,
@@ -114,6 +121,14 @@ def bench_trl(model_dir: Path, prompts: Path, args: argparse.Namespace, out: Pat
     trainer.train()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     return statistics.median(times[args.warmup :]), statistics.mean(lengths)
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    """The eos and the "</answer>" token (a one-token stop string in the project tokenizer)."""
+    answer_end = tokenizer("</answer>", add_special_tokens=False)["input_ids"]
+    if len(answer_end) != 1:
+        raise SystemExit(f"--model: '</answer>' is {len(answer_end)} tokens in this tokenizer; TRL stops on one token")
+    return sorted({tokenizer.eos_token_id, *answer_end})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -126,7 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=4, help="measured steps, after --warmup")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
-    parser.add_argument("--preset", default="llama-3m")
+    parser.add_argument("--preset", default="llama-3m", help="a from-scratch model (completions run to L)")
+    parser.add_argument("--model", help="a trained model directory instead of --preset (completions stop)")
     parser.add_argument("--split", default="rl_train", help="prompt split (rl_train: the paper's, ~400-token prompts)")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"], help="gpu: the first CUDA device")
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
@@ -146,14 +162,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(tempfile.mkdtemp(prefix="bench_grpo_"))
-    model_dir = init_model_dir(out / "model", preset=args.preset)
+    model_dir = Path(args.model) if args.model else init_model_dir(out / "model", preset=args.preset)
     generate_dataset(out / "p", generation_plan(split=args.split, size=args.prompts * (args.warmup + args.steps)))
     ours, our_len = bench_ours(model_dir, out / "p", args)
     print(f"GRPOModule (Lightning, HFEngine): {ours:7.2f} s/step  (mean completion {our_len:.0f} tokens)")
     shape = f"P {args.prompts} x N {args.generations}, {args.max_new_tokens} new tokens, beta {args.beta}"
     device = torch.cuda.get_device_name() if args.accelerator == "gpu" else f"{args.threads} CPU threads"
     precision = "fp32" if args.precision == "32-true" else "bf16 autocast"
-    setting = f"{args.preset}, {args.split} prompts, {shape}, {precision}, {device}"
+    setting = f"{args.model or args.preset}, {args.split} prompts, {shape}, {precision}, {device}"
     if args.skip_trl:
         print(f"TRL GRPOTrainer: not run, no ratio ({setting})")
         return

@@ -1,13 +1,16 @@
-"""`HFEngine`: rollouts with transformers ``generate`` on the policy itself (KV cache, batched); runs everywhere.
+"""`HFEngine`: rollouts from the transformers model being trained (KV cache, batched); runs everywhere.
 
 The engine samples from the very module being trained, so its weights are always current and a push costs
-nothing. Under FSDP2 every rank must call `generate` with the same number of batches; ``synced_gpus`` keeps
-the ranks' forward passes in step until all of them have finished.
+nothing. Its own decoding loop (`bridge_pl.rollout.decode`) drops finished rows from the batch and gives every
+completion its own random stream; transformers ``generate`` is used where that loop does not apply: under FSDP2
+(every rank must call ``generate`` with the same number of batches, and ``synced_gpus`` keeps the ranks' forward
+passes in step until all of them have finished), for stop strings of several tokens, for models whose cache is
+not a plain layered one, and with ``decoding: generate``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -15,6 +18,7 @@ import torch.distributed as dist
 from bridge_pl.data.encoding import pad_left
 from bridge_pl.models.model_io import cache_keyword
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig, cut_at_stop
+from bridge_pl.rollout.decode import decode, row_generators
 from bridge_pl.rollout.kv_cache import reserved_cache
 
 __all__ = ["HFEngine"]
@@ -29,6 +33,12 @@ class HFEngine(RolloutEngine):
         batch_size: Sequences generated together (prompts x completions are cut into batches of this size).
         return_logprobs: Also return each sampled token's log-probability under the sampling distribution
             (costs a (batch, vocab) score tensor per step; GRPO recomputes log-probs itself, so off by default).
+        decoding: ``compact`` (default): the engine's own loop, finished rows leave the batch and each completion
+            draws from its own stream (seed, prompt, completion), so it does not depend on the batch it shared;
+            it samples exactly the `SamplingConfig` distribution (a model's ``generation_config`` extras such as a
+            repetition penalty are not applied: the GRPO loss assumes that distribution). ``generate``:
+            transformers ``generate`` for every batch (one stream per call; the loop's fallback anyway where it
+            does not apply, see the module docstring).
 
     Example::
 
@@ -37,12 +47,17 @@ class HFEngine(RolloutEngine):
             engine: {class_path: bridge_pl.rollout.HFEngine, init_args: {batch_size: 64}}
     """
 
-    def __init__(self, batch_size: int = 64, return_logprobs: bool = False) -> None:
+    def __init__(
+        self, batch_size: int = 64, return_logprobs: bool = False, decoding: Literal["compact", "generate"] = "compact"
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"engine.init_args.batch_size={batch_size}: must be >= 1")
+        if decoding not in ("compact", "generate"):
+            raise ValueError(f"engine.init_args.decoding={decoding!r}: must be 'compact' or 'generate'")
         self.batch_size = batch_size
         self.return_logprobs = return_logprobs
+        self.decoding = decoding
         self.policy: Any = None
 
     def _start(self, policy: Any) -> None:
@@ -55,6 +70,7 @@ class HFEngine(RolloutEngine):
         self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig, seed: int
     ) -> list[list[Completion]]:
         rows = [ids for ids in prompt_ids for _ in range(n)]  # prompt i's n copies are consecutive
+        keys = [(i, k) for i in range(len(prompt_ids)) for k in range(n)]  # (prompt, completion) of each row
         completions: list[Completion] = []
         model = self.policy
         was_training = model.training
@@ -63,13 +79,16 @@ class HFEngine(RolloutEngine):
             with torch.random.fork_rng(devices=_rng_devices(model)):
                 torch.manual_seed(seed)
                 for start in range(0, len(rows), self.batch_size):
-                    completions += self._generate_batch(rows[start : start + self.batch_size], sampling)
+                    batch = slice(start, start + self.batch_size)
+                    completions += self._generate_batch(rows[batch], keys[batch], sampling, seed)
         finally:
             model.train(was_training)
         return [completions[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
     @torch.no_grad()
-    def _generate_batch(self, rows: list[list[int]], sampling: SamplingConfig) -> list[Completion]:
+    def _generate_batch(
+        self, rows: list[list[int]], keys: list[tuple[int, int]], sampling: SamplingConfig, seed: int
+    ) -> list[Completion]:
         tokenizer, model = self.tokenizer, self.policy
         device = next(model.parameters()).device
         pad_id = _pad_id(tokenizer, model)
@@ -79,15 +98,22 @@ class HFEngine(RolloutEngine):
         # Room for the prompt and the first RESERVED_NEW_TOKENS tokens; a longer completion doubles the buffers.
         capacity = input_ids.shape[1] + min(sampling.max_new_tokens, RESERVED_NEW_TOKENS)
         cache = self._prefill(rows, pad_id, device, capacity, synced)
+        stop_tokens, stop_strings = _split_stops(tokenizer, sampling.stop)
+        eos = _eos_ids(tokenizer, model)
+        if self.decoding == "compact" and cache is not None and not synced and not stop_strings:
+            generators = None if sampling.greedy else row_generators(seed, keys, device)
+            ids, logprobs = decode(
+                model, input_ids, attention_mask, cache, sampling, eos | stop_tokens, generators, self.return_logprobs
+            )  # fmt: skip
+            return [self._completion(row, sampling, eos | stop_tokens, None if logprobs is None else logprobs[i])
+                    for i, row in enumerate(ids)]  # fmt: skip
         kwargs: dict[str, Any] = {"do_sample": not sampling.greedy, "max_new_tokens": sampling.max_new_tokens}
         if not sampling.greedy:
             kwargs |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k or None}
         else:
             kwargs |= {"temperature": None, "top_p": None, "top_k": None}
-        stop_tokens, stop_strings = _split_stops(tokenizer, sampling.stop)
         if stop_strings:
             kwargs |= {"stop_strings": stop_strings, "tokenizer": tokenizer}
-        eos = _eos_ids(tokenizer, model)
         out = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -101,12 +127,16 @@ class HFEngine(RolloutEngine):
         )
         generated = out.sequences[:, input_ids.shape[1] :]  # (B, C)
         token_logprobs = _sampled_logprobs(out.scores, generated) if self.return_logprobs else None  # (B, C)
-        completions = []
-        for row, ids in enumerate(generated.tolist()):
-            kept, text, finish = cut_at_stop(ids, tokenizer, sampling.stop, eos | stop_tokens)
-            logprobs = token_logprobs[row, : len(kept)].tolist() if token_logprobs is not None else None
-            completions.append(Completion(kept, text, finish, logprobs))
-        return completions
+        logprobs = None if token_logprobs is None else token_logprobs.tolist()
+        return [self._completion(ids, sampling, eos | stop_tokens, None if logprobs is None else logprobs[i])
+                for i, ids in enumerate(generated.tolist())]  # fmt: skip
+
+    def _completion(
+        self, ids: list[int], sampling: SamplingConfig, ends: set[int], logprobs: list[float] | None
+    ) -> Completion:
+        """One completion from a row's generated ids (cut after its stop) and its per-token log-probs, if any."""
+        kept, text, finish = cut_at_stop(ids, self.tokenizer, sampling.stop, ends)
+        return Completion(kept, text, finish, None if logprobs is None else logprobs[: len(kept)])
 
     def _prefill(self, rows: list[list[int]], pad_id: int, device: torch.device, capacity: int, synced: bool) -> Any:
         """The KV cache ``generate`` starts from: `capacity` positions reserved, shared prompts computed once.

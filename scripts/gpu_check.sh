@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # the check_* functions are called by name ("check_${name//-/_}")
-# The GPU lane: five named checks on one CUDA device, each under its own time limit, < 8 minutes in all.
+# The GPU lane: six named checks on one CUDA device, each under its own time limit, < 9 minutes in all.
 #
 #   bash scripts/gpu_check.sh              # every check; logs and summary.txt under ${OUT:-/tmp/gpu_check}
 #   bash scripts/gpu_check.sh --only bench-sft,grpo-run
@@ -22,12 +22,13 @@ PY=${BRIDGE_PYTHON:-${PYTHON:-python3}}
 LOG_DIR=${OUT:-/tmp/gpu_check}
 WHEELS=${BRIDGE_WHEELS:-$ROOT/.whl}
 
-CHECKS=(gpu-tier bench-sft bench-grpo grpo-run sft-fsdp2)
-declare -A LIMIT=([gpu-tier]=120 [bench-sft]=120 [bench-grpo]=60 [grpo-run]=90 [sft-fsdp2]=60)
+CHECKS=(gpu-tier bench-sft bench-grpo bench-rollout grpo-run sft-fsdp2)
+declare -A LIMIT=([gpu-tier]=120 [bench-sft]=120 [bench-grpo]=60 [bench-rollout]=45 [grpo-run]=90 [sft-fsdp2]=60)
 declare -A ABOUT=(
   [gpu-tier]="pytest -m gpu: SFT and GRPO through the CLI on the GPU in bf16 (2-GPU FSDP tests skip on 1)"
   [bench-sft]="scripts/bench_sft.py: sdpa + bf16, then packed rows with flash_attention_2 (if flash_attn imports)"
   [bench-grpo]="scripts/bench_grpo.py: GRPOModule + HFEngine step time, ours alone unless TRL is installed"
+  [bench-rollout]="scripts/bench_rollout.py: generated tokens/s of HFEngine's loop, static cache and continuous batching against generate"
   [grpo-run]="bridge fit configs/grpo/tiny.yaml: a from-scratch llama-30m, bf16, a few steps; reward, step time"
   [sft-fsdp2]="bridge fit configs/sft/tiny.yaml + configs/trainer/fsdp2.yaml on 1 device (FSDP2 over a 1-GPU mesh)"
 )
@@ -35,13 +36,13 @@ declare -A ABOUT=(
 BASE="torch lightning transformers peft torchmetrics tensorboard tqdm pyarrow yaml safetensors tokenizers"
 CLI="jsonargparse docstring_parser typeshed_client"  # LightningCLI needs jsonargparse[signatures]
 declare -A NEEDS=([gpu-tier]="$BASE $CLI pytest hypothesis" [bench-sft]="$BASE" [bench-grpo]="$BASE"
-                  [grpo-run]="$BASE $CLI" [sft-fsdp2]="$BASE $CLI")
+                  [bench-rollout]="$BASE" [grpo-run]="$BASE $CLI" [sft-fsdp2]="$BASE $CLI")
 
 usage() {
   sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' | grep -v shellcheck | sed 's/^# \{0,1\}//'
   echo
   echo "Options: --list  --only NAME[,NAME]  --dry-run  --cpu  --help"
-  echo "Environment: BRIDGE_PYTHON / PYTHON, OUT (log folder), BRIDGE_WHEELS, GPU_CHECK_BUDGET (seconds, 480)"
+  echo "Environment: BRIDGE_PYTHON / PYTHON, OUT (log folder), BRIDGE_WHEELS, GPU_CHECK_BUDGET (seconds, 525)"
 }
 
 list_checks() {
@@ -81,6 +82,7 @@ if [[ $MODE == gpu ]]; then
   ACCEL=gpu PREC=bf16-mixed
   SFT_BENCH=(--preset llama-100m --size 512 --batch-size 16 --steps 30 --warmup 5 --rounds 1)
   GRPO_BENCH=(--preset llama-30m --prompts 4 --generations 16 --max-new-tokens 128 --steps 4 --warmup 1)
+  ROLLOUT_BENCH=(--preset llama-30m --dtype bfloat16 --prompts 8 --generations 16 --max-new-tokens 256 --calls 2)
   RUN_PRESET=llama-30m RL_PROMPTS=64 RL_VAL=16 GRPO_STEPS=6 GRPO_BATCH=8 GRPO_N=8 GRPO_TOKENS=128
   SFT_ROWS=256 SFT_STEPS=20 SFT_BATCH=16
 else
@@ -88,6 +90,7 @@ else
   SFT_BENCH=(--preset llama-1m --size 32 --max-length 256 --batch-size 4 --steps 2 --warmup 1 --rounds 1)
   GRPO_BENCH=(--preset llama-1m --split tiny_rl_train --prompts 2 --generations 2 --max-new-tokens 16 --steps 1
               --warmup 0)
+  ROLLOUT_BENCH=(--preset llama-1m --split tiny_rl_train --prompts 2 --generations 2 --max-new-tokens 16 --calls 1)
   RUN_PRESET=llama-1m RL_PROMPTS=8 RL_VAL=4 GRPO_STEPS=2 GRPO_BATCH=2 GRPO_N=2 GRPO_TOKENS=16
   SFT_ROWS=32 SFT_STEPS=3 SFT_BATCH=4
 fi
@@ -96,7 +99,7 @@ if [[ $MODE == cpu ]]; then
   for name in "${CHECKS[@]}"; do LIMIT[$name]=$((LIMIT[$name] * 3)); done
   BUDGET=${GPU_CHECK_BUDGET:-1500}
 else
-  BUDGET=${GPU_CHECK_BUDGET:-480}
+  BUDGET=${GPU_CHECK_BUDGET:-525}
 fi
 BRIDGE=("$PY" -m bridge_pl.cli)
 ON_DEVICE=(--trainer.accelerator "$ACCEL" --trainer.devices 1 --trainer.precision "$PREC"
@@ -210,6 +213,15 @@ check_bench_grpo() {
   STATUS=pass FIGURE="ours $(last_line '^GRPOModule' | awk '{print $(NF-5), $(NF-4)}')"
   if [[ $HAVE_TRL == 1 ]]; then FIGURE+=", TRL / ours $(last_line '^ratio:' | awk '{print $2}')"
   else FIGURE+=" (no TRL: no ratio)"; fi
+}
+
+check_bench_rollout() {
+  step "$PY" scripts/bench_rollout.py --engines generate,compact,static,continuous "${ROLLOUT_BENCH[@]}"
+  local rc=$?
+  if ((rc != 0)); then STATUS=fail FIGURE="failed ($STEP_WHY)"; return; fi
+  STATUS=pass
+  FIGURE="tok/s generate $(last_line '^ *generate:' | awk '{print $2}'), compact $(last_line '^ *compact:' | awk '{print $2, $5}')"
+  FIGURE+=", static $(last_line '^ *static:' | awk '{print $5}'), continuous $(last_line '^ *continuous:' | awk '{print $5}')"
 }
 
 check_grpo_run() {

@@ -14,7 +14,8 @@ TRL's side needs ``pip install "bridge-pl[bench]"``; without TRL (or with --skip
         --max-new-tokens 320                            # a trained model: both sides stop at "</answer>"
 
 A from-scratch model (``--preset``) never stops, so every completion runs to L on both sides; a trained model
-(``--model``) stops at "</answer>" (ours: the stop string; TRL: the same token as an extra eos), at its own lengths.
+(``--model``) stops at "</answer>" (ours: the stop string; TRL: the same token as an extra eos id of the model's
+generation config, which TRL both stops at and masks after), at its own lengths.
 """
 
 from __future__ import annotations
@@ -111,10 +112,12 @@ def bench_trl(model_dir: Path, prompts: Path, args: argparse.Namespace, out: Pat
         weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="constant", max_steps=args.warmup + args.steps,
         logging_steps=1, save_strategy="no", report_to=[], use_cpu=args.accelerator == "cpu",
         bf16=args.precision == "bf16-mixed", seed=0, shuffle_dataset=False, disable_tqdm=True,
-        generation_kwargs={"eos_token_id": _stop_ids(tokenizer)} if args.model else None,
     )  # fmt: skip
+    model = load_model(model_dir)
+    if args.model:  # TRL stops at, and masks after, the generation config's eos ids: "</answer>" is one of them
+        model.generation_config.eos_token_id = _stop_ids(tokenizer)
     trainer = GRPOTrainer(
-        model=load_model(model_dir), reward_funcs=[strict_match], args=config, train_dataset=dataset,
+        model=model, reward_funcs=[strict_match], args=config, train_dataset=dataset,
         processing_class=tokenizer, callbacks=[Clock()],
     )  # fmt: skip
     trainer.remove_callback(PrinterCallback)  # its per-step dicts would drown the figures

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from bridge_pl.data.encoding import pad_left, pad_right
 from bridge_pl.models.model_io import cache_keyword
@@ -143,23 +144,67 @@ def _cache_of(out) -> Any:
 
 
 def _shared_prompts(run: Forward, batch: CompletionBatch, rows: torch.Tensor, width: int) -> torch.Tensor:
-    """(b, w, D) outputs at the positions predicting the completions, each distinct prompt run once with a KV cache."""
+    """(b, w, D) outputs at the positions predicting the completions, each distinct prompt run once with a KV cache.
+
+    Completions of very different lengths are run in length buckets (`_length_buckets`), each on its own copy of
+    the prompt cache and only as wide as its longest completion, so a batch of 60-token answers with one 300-token
+    answer does not compute 300 positions for every row. The numbers are those of one pass (each row attends to its
+    own prompt and completion only); gradients reach the shared prompt computation from every bucket.
+    """
     used, local = torch.unique(batch.prompt_index[rows], return_inverse=True)  # (u,), (b,)
     prompt_mask = batch.prompt_mask[used]
     keep = int(prompt_mask.sum(1).max())
     prompt_ids, prompt_mask = batch.prompt_ids[used, -keep:], prompt_mask[:, -keep:]
     first, cache = run(prompt_ids, prompt_mask, _positions(prompt_mask), keep=1)  # (u, 1, D)
-    cache.batch_select_indices(local)  # (u, ...) -> (b, ...): each row attends to its own prompt
-    completion_mask = batch.completion_mask[rows, :width].long()
-    attention_mask = torch.cat([prompt_mask[local], completion_mask], dim=1)
-    positions = prompt_mask.sum(1)[local, None] + torch.arange(width, device=attention_mask.device)  # (b, w)
     head = first[local]  # (b, 1, D): predicts completion token 0
     if width == 1:
         return head
-    inputs = width - 1  # completion tokens 0 .. w-2 predict tokens 1 .. w-1
-    second, _ = run(batch.completion_ids[rows, :inputs], attention_mask[:, : keep + inputs], positions[:, :inputs],
-                    keep=inputs, cache=cache)  # fmt: skip
-    return torch.cat([head, second], dim=1)  # (b, w, D)
+    lengths = batch.completion_mask[rows, :width].sum(1).long()  # (b,)
+    buckets = _length_buckets(lengths) if _plain_layers(cache) else [torch.arange(len(rows), device=rows.device)]
+    if len(buckets) == 1:
+        cache.batch_select_indices(local)  # (u, ...) -> (b, ...): each row attends to its own prompt
+        return torch.cat([head, _completions(run, batch, rows, local, prompt_mask, width, cache)], dim=1)
+    parts = []
+    for bucket in buckets:  # (n,) positions in `rows`
+        bucket_width = max(int(lengths[bucket].max()), 1)
+        part = head[bucket]  # (n, 1, D)
+        if bucket_width > 1:
+            own = DynamicCache([(layer.keys[local[bucket]], layer.values[local[bucket]]) for layer in cache.layers])
+            rest = _completions(run, batch, rows[bucket], local[bucket], prompt_mask, bucket_width, own)
+            part = torch.cat([part, rest], dim=1)  # (n, bucket_width, D)
+        parts.append(torch.nn.functional.pad(part, (0, 0, 0, width - bucket_width)))  # (n, w, D): zeros past it
+    return torch.cat(parts)[torch.argsort(torch.cat(buckets))]  # back in the order of `rows`
+
+
+def _completions(
+    run: Forward, batch: CompletionBatch, rows: torch.Tensor, local: torch.Tensor, prompt_mask: torch.Tensor,
+    width: int, cache: Any,
+) -> torch.Tensor:
+    """(b, w - 1, D) outputs of completion tokens 0 .. w-2 (predicting tokens 1 .. w-1) on a cache of their prompts."""
+    keep, inputs = prompt_mask.shape[1], width - 1
+    completion_mask = batch.completion_mask[rows, :inputs].long()
+    attention_mask = torch.cat([prompt_mask[local], completion_mask], dim=1)  # (b, keep + w - 1)
+    positions = prompt_mask.sum(1)[local, None] + torch.arange(inputs, device=attention_mask.device)  # (b, w - 1)
+    out, _ = run(batch.completion_ids[rows, :inputs], attention_mask, positions, keep=inputs, cache=cache)
+    return out
+
+
+def _length_buckets(lengths: torch.Tensor) -> list[torch.Tensor]:
+    """Indices of `lengths` (b,) in buckets, longest first; a new bucket starts at a length under half its first."""
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    values = lengths.tolist()
+    buckets: list[list[int]] = []
+    for index in order:
+        if not buckets or 2 * values[index] < values[buckets[-1][0]]:
+            buckets.append([])
+        buckets[-1].append(index)
+    return [torch.tensor(b, dtype=torch.long, device=lengths.device) for b in buckets]
+
+
+def _plain_layers(cache: Any) -> bool:
+    """Whether `cache` is made of plain full-attention layers whose keys and values can be copied into a new one."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer and layer.keys is not None for layer in layers)
 
 
 def _whole(run: Forward, batch: CompletionBatch, rows: torch.Tensor, width: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bridge_pl.models.model_io import init_model_dir, load_model
-from bridge_pl.rl.logprobs import CompletionBatch, _logits_whole, completion_logprobs
+from bridge_pl.rl.logprobs import CompletionBatch, _length_buckets, _logits_whole, completion_logprobs
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,13 @@ def test_prompts_are_stored_once():
     b = batch()
     assert b.prompt_ids.shape[0] == 3 and b.prompt_index.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert b.prompt_lengths().tolist() == [5, 5, 5, 9, 9, 9, 3, 3, 3]
+
+
+def test_length_buckets_hand_worked():
+    buckets = _length_buckets(torch.tensor([60, 300, 140, 70, 1, 151]))
+    # longest first: 300, 151 (>= 150) | 140, 70 (>= 70) | 60 (< 70) | 1
+    assert [b.tolist() for b in buckets] == [[1, 5], [2, 3], [0], [4]]
+    assert len(_length_buckets(batch().completion_mask.sum(1).long())) >= 2  # the batch below runs in buckets
 
 
 @pytest.mark.parametrize("rows", [None, [7, 0, 4, 5]], ids=["all", "mixed rows"])

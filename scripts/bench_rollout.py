@@ -1,4 +1,4 @@
-"""Rollout throughput: each way of sampling P prompts x N completions, against transformers ``generate`` in the same run.
+"""Rollout throughput: each way of sampling P prompts x N completions against transformers ``generate``, same run.
 
 Every engine samples the same prompts from the same weights at temperature 1 up to L new tokens; the figure is
 generated tokens per second over the measured calls (after one warm-up), and each engine's ratio against the

@@ -177,13 +177,18 @@ def _shared_prompts(run: Forward, batch: CompletionBatch, rows: torch.Tensor, wi
 
 
 def _completions(
-    run: Forward, batch: CompletionBatch, rows: torch.Tensor, local: torch.Tensor, prompt_mask: torch.Tensor,
-    width: int, cache: Any,
+    run: Forward,
+    batch: CompletionBatch,
+    rows: torch.Tensor,
+    local: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    width: int,
+    cache: Any,
 ) -> torch.Tensor:
     """(b, w - 1, D) outputs of completion tokens 0 .. w-2 (predicting tokens 1 .. w-1) on a cache of their prompts."""
-    keep, inputs = prompt_mask.shape[1], width - 1
+    inputs = width - 1
     completion_mask = batch.completion_mask[rows, :inputs].long()
-    attention_mask = torch.cat([prompt_mask[local], completion_mask], dim=1)  # (b, keep + w - 1)
+    attention_mask = torch.cat([prompt_mask[local], completion_mask], dim=1)  # (b, prompt + w - 1)
     positions = prompt_mask.sum(1)[local, None] + torch.arange(inputs, device=attention_mask.device)  # (b, w - 1)
     out, _ = run(batch.completion_ids[rows, :inputs], attention_mask, positions, keep=inputs, cache=cache)
     return out

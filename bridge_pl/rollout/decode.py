@@ -24,7 +24,8 @@ from bridge_pl.rollout.base import SamplingConfig
 
 __all__ = ["decode", "process_logits", "row_generators"]
 
-NOISE_BLOCK = 32  # decoding steps of noise drawn per row at a time (one generator call per row per block)
+NOISE_BLOCK = 32  # most decoding steps of noise drawn per row at a time (one generator call per row per block)
+NOISE_ELEMENTS = 1 << 18  # most noise values per row at a time: 32 steps at a 2k vocabulary, 1 at 150k
 
 
 def process_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
@@ -96,7 +97,7 @@ def decode(
     lengths = torch.full((batch,), limit, dtype=torch.long, device=device)  # final length of each row
     finished = torch.zeros(batch, dtype=torch.bool, device=device)  # of the rows in the batch
     greedy = sampling.greedy
-    noise: torch.Tensor | None = None  # (rows in batch, NOISE_BLOCK, V): each row's Exp(1) draws
+    noise: torch.Tensor | None = None  # (rows in batch, block, V): each row's Exp(1) draws for the next steps
     keyword = cache_keyword()
     for step in range(limit):
         out = model(
@@ -108,11 +109,12 @@ def decode(
             scores, chosen = logits, logits.argmax(dim=-1)
         else:
             scores = process_logits(logits, sampling)
-            if step % NOISE_BLOCK == 0:
-                shape = (NOISE_BLOCK, scores.shape[-1])
+            block = max(1, min(NOISE_BLOCK, NOISE_ELEMENTS // scores.shape[-1]))  # fixed by V: same draws per row
+            if step % block == 0:
+                shape = (block, scores.shape[-1])
                 noise = torch.stack([torch.empty(shape, device=device).exponential_(generator=generators[int(r)])
                                      for r in rows.tolist()]).clamp_(min=torch.finfo(torch.float32).tiny)  # fmt: skip
-            chosen = (scores.softmax(dim=-1) / noise[:, step % NOISE_BLOCK]).argmax(dim=-1)  # (b,)
+            chosen = (scores.softmax(dim=-1) / noise[:, step % block]).argmax(dim=-1)  # (b,)
         tokens[rows, step] = chosen
         if logprobs is not None:
             logprobs[rows, step] = scores.log_softmax(dim=-1).gather(-1, chosen[:, None]).squeeze(-1)

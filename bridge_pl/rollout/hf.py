@@ -5,11 +5,12 @@ nothing. Its own decoding loop (`bridge_pl.rollout.decode`) drops finished rows 
 completion its own random stream; transformers ``generate`` is used where that loop does not apply: under FSDP2
 (every rank must call ``generate`` with the same number of batches, and ``synced_gpus`` keeps the ranks' forward
 passes in step until all of them have finished), for stop strings of several tokens, for models whose cache is
-not a plain layered one, and with ``decoding: generate``.
+not a plain layered one or whose forward takes no ``logits_to_keep``, and with ``decoding: generate``.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 import torch
@@ -100,7 +101,8 @@ class HFEngine(RolloutEngine):
         cache = self._prefill(rows, pad_id, device, capacity, synced)
         stop_tokens, stop_strings = _split_stops(tokenizer, sampling.stop)
         eos = _eos_ids(tokenizer, model)
-        if self.decoding == "compact" and cache is not None and not synced and not stop_strings:
+        own_loop = self.decoding == "compact" and cache is not None and not synced and not stop_strings
+        if own_loop and _keeps_logits(model):
             generators = None if sampling.greedy else row_generators(seed, keys, device)
             ids, logprobs = decode(
                 model, input_ids, attention_mask, cache, sampling, eos | stop_tokens, generators, self.return_logprobs
@@ -165,6 +167,12 @@ class HFEngine(RolloutEngine):
         cache = out["cache"] if "cache" in out else out["past_key_values"]
         cache.batch_select_indices(torch.tensor(index, device=device))
         return cache
+
+
+def _keeps_logits(model: Any) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' own models do; remote code may not)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the wrapped model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def _sampled_logprobs(scores: tuple[torch.Tensor, ...], generated: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 from bridge_pl.data.prompts import format_prompt
 from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
 from bridge_pl.rollout import HFEngine, SamplingConfig
+from bridge_pl.rollout.decode import decode as decode_original
 from bridge_pl.rollout.decode import process_logits
 
 
@@ -104,3 +105,21 @@ def test_samples_follow_the_processed_distribution(model_dir, tokenizer):
 def test_decoding_setting_is_checked():
     with pytest.raises(ValueError, match="decoding='fast'"):
         HFEngine(decoding="fast")
+
+
+def test_the_loop_runs_for_plain_and_lora_models_and_generate_where_asked(model_dir, tokenizer, monkeypatch):
+    from peft import LoraConfig, get_peft_model
+
+    import bridge_pl.rollout.hf as hf
+
+    calls = []
+    monkeypatch.setattr(hf, "decode", lambda *a, **k: calls.append(1) or decode_original(*a, **k))
+    sampling = SamplingConfig(max_new_tokens=4)
+    engine(model_dir, tokenizer).generate(prompts(tokenizer), 2, sampling)
+    assert len(calls) == 1
+    lora = HFEngine()
+    lora.bind(get_peft_model(load_model(model_dir), LoraConfig(r=2, target_modules=["q_proj"])), tokenizer, "x")
+    lora.generate(prompts(tokenizer), 2, sampling)
+    assert len(calls) == 2
+    engine(model_dir, tokenizer, decoding="generate").generate(prompts(tokenizer), 2, sampling)
+    assert len(calls) == 2

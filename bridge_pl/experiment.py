@@ -577,12 +577,14 @@ def build_report(config: ExperimentConfig) -> dict[str, Any]:
     """Collect every finished run of the experiment into report.json, report.md, figures and TensorBoard."""
     runs = _collect(config, Path(config.out_dir))
     table = _table(config, runs)
-    report = {"methods": list(config.methods), "seeds": list(config.seeds), "table": table, "runs": runs}
+    finished = [s for s in config.seeds if all("rft_eval" in runs[f"{m}/seed_{s}"] for m in config.methods)]
+    report = {"methods": list(config.methods), "seeds": list(config.seeds), "finished_seeds": finished,
+              "table": table, "runs": runs}  # fmt: skip
     where = config.report_path()
     where.mkdir(parents=True, exist_ok=True)
     (where / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     figures = _figures(config, where, runs)
-    (where / "report.md").write_text(_markdown(config, table, figures), encoding="utf-8")
+    (where / "report.md").write_text(_markdown(config, table, figures, finished), encoding="utf-8")
     _tensorboard(where, table, figures)
     return report
 
@@ -687,12 +689,15 @@ def _cell(stats: dict[str, float] | None, scale: float = 100.0, fmt: str = ".1f"
     return text + (f" ± {scale * stats['std']:{fmt.lstrip('+')}}" if stats["n"] > 1 else "")
 
 
-def _markdown(config: ExperimentConfig, table: dict[str, dict[str, Any]], figures: dict[str, str]) -> str:
+def _markdown(
+    config: ExperimentConfig, table: dict[str, dict[str, Any]], figures: dict[str, str], finished: list[int]
+) -> str:
     sets = config.test_sets
     head = ["method"] + [f"{name} {col}" for name in sets for col in ("SFT", "RFT", "Δ")]
     head += ["P(0<α<1)", "E[√α(1−α)]", "influence", "RL steps"]
     lines = [
-        f"# Experiment report ({len(config.seeds)} seed(s): {', '.join(map(str, config.seeds))})",
+        f"# Experiment report (seeds finished by every method: {', '.join(map(str, finished)) or 'none'}; "
+        f"configured: {', '.join(map(str, config.seeds))})",
         "",
         "Strict-match greedy accuracy in % (mean ± std over seeds); Δ = RFT − SFT. P(0<α<1), E[√α(1−α)] and the "
         "per-step influence (mean I(q) over the probe prompts, per unit learning rate) are measured on the SFT model "

@@ -274,6 +274,10 @@ def test_report_pairs_each_method_with_the_control_by_seed_and_problem(tmp_path,
     assert paired["difference"]["low"] <= 0.25 <= paired["difference"]["high"]
     text = (tmp_path / "out" / "report.md").read_text()
     assert "and each method minus vanilla" in text and "| bridge | test_id | +37.5 [" in text
+    assert report["finished_seeds"] == [0, 1] and "seeds finished by every method: 0, 1; configured: 0, 1" in text
+    partial = dataclasses.replace(config, seeds=(0, 1, 2))  # seed 2 not run yet: named as configured, not finished
+    assert build_report(partial)["finished_seeds"] == [0, 1]
+    assert "seeds finished by every method: 0, 1; configured: 0, 1, 2" in (tmp_path / "out" / "report.md").read_text()
     with pytest.raises(ValueError, match="control='nope' is not one of the methods"):
         settings = yaml.safe_load(micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path).read_text())
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump(settings | {"control": "nope"}))

@@ -100,14 +100,13 @@ class HFEngine(RolloutEngine):
         capacity = input_ids.shape[1] + min(sampling.max_new_tokens, RESERVED_NEW_TOKENS)
         cache = self._prefill(rows, pad_id, device, capacity, synced)
         stop_tokens, stop_strings = _split_stops(tokenizer, sampling.stop)
-        eos = _eos_ids(tokenizer, model)
+        ends = _eos_ids(tokenizer, model) | stop_tokens  # a one-token stop string stops like eos: cheaper than matching
         own_loop = self.decoding == "compact" and cache is not None and not synced and not stop_strings
         if own_loop and _keeps_logits(model):
             generators = None if sampling.greedy else row_generators(seed, keys, device)
-            ids, logprobs = decode(
-                model, input_ids, attention_mask, cache, sampling, eos | stop_tokens, generators, self.return_logprobs
-            )  # fmt: skip
-            return [self._completion(row, sampling, eos | stop_tokens, None if logprobs is None else logprobs[i])
+            ids, logprobs = decode(model, input_ids, attention_mask, cache, sampling, ends, generators,
+                                   self.return_logprobs)  # fmt: skip
+            return [self._completion(row, sampling, ends, None if logprobs is None else logprobs[i])
                     for i, row in enumerate(ids)]  # fmt: skip
         kwargs: dict[str, Any] = {"do_sample": not sampling.greedy, "max_new_tokens": sampling.max_new_tokens}
         if not sampling.greedy:
@@ -120,7 +119,7 @@ class HFEngine(RolloutEngine):
             input_ids=input_ids,
             attention_mask=attention_mask,
             pad_token_id=pad_id,
-            eos_token_id=sorted(eos | stop_tokens),  # a one-token stop string stops like eos: cheaper than matching
+            eos_token_id=sorted(ends),
             return_dict_in_generate=True,
             output_scores=self.return_logprobs,
             synced_gpus=synced,
@@ -130,7 +129,7 @@ class HFEngine(RolloutEngine):
         generated = out.sequences[:, input_ids.shape[1] :]  # (B, C)
         token_logprobs = _sampled_logprobs(out.scores, generated) if self.return_logprobs else None  # (B, C)
         logprobs = None if token_logprobs is None else token_logprobs.tolist()
-        return [self._completion(ids, sampling, eos | stop_tokens, None if logprobs is None else logprobs[i])
+        return [self._completion(ids, sampling, ends, None if logprobs is None else logprobs[i])
                 for i, ids in enumerate(generated.tolist())]  # fmt: skip
 
     def _completion(

@@ -190,7 +190,8 @@ def test_an_unwritable_log_directory_is_refused_before_the_work(read_only_dir, m
     refused(capsys, argv, f"{read_only_dir} is not writable", "trainer.logger.init_args.save_dir")
 
 
-def test_early_stopping_that_min_steps_would_silence_is_refused(model_dir, sft_dir, capsys):
+def test_early_stopping_that_min_steps_would_silence_is_refused(tmp_path, model_dir, sft_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository: a quick start's runs/sft_tiny/hf_model there is refused first
     stop = ["--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping", "--trainer.callbacks.monitor=val/loss",
             "--trainer.min_steps=2"]  # fmt: skip
     refused(capsys, quick_fit(model_dir, sft_dir, *stop), "EarlyStopping", "--trainer.min_epochs=0")

@@ -6,6 +6,13 @@ prompts after one SGD step of `lr` on the GRPO loss of q's rollouts alone, estim
 the likelihood ratio (`bridge_pl.analysis.probe.one_step_changes`). Prints one row per prompt with 0 < alpha < 1,
 then the Spearman correlation and the sign agreement of prediction and measurement.
 
+How reliable the measurement itself is, is measured too: the fresh rollouts split in two halves (alternate rollouts
+of each target prompt) give two independent measurements, and their Spearman correlation (and its Spearman-Brown
+value for the whole set) bounds what any prediction can reach. Only target prompts with 0 < alpha < 1 carry signal
+(r - b is 0 elsewhere), so `--target-alpha LO HI` keeps the first `--target-size` prompts of the first
+`--target-pool` whose rollout accuracy, screened on rollouts of their own (independent of T and of the measurement),
+lies in [LO, HI].
+
     python scripts/validate_influence.py --model runs/sft_tiny/hf_model --probe data/tiny_rl_train \\
         --target data/tiny_rl_val
 """
@@ -14,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+
+import torch
 
 from bridge_pl.analysis.influence import GradientSpace, select_parameters
-from bridge_pl.analysis.probe import measure_influence, one_step_changes, sample_probe, spearman
-from bridge_pl.data.prompt_sets import load_prompt_set
+from bridge_pl.analysis.probe import alpha_window, measure_influence, one_step_terms, sample_probe, spearman
+from bridge_pl.data.prompt_sets import PromptSet, load_prompt_set
 from bridge_pl.rollout.base import SamplingConfig
 from bridge_pl.rollout.factory import bound_engine
 
@@ -29,6 +39,10 @@ def main() -> None:
     parser.add_argument("--target", required=True, help="target prompts whose reward is measured")
     parser.add_argument("--probe-size", type=int, default=12)
     parser.add_argument("--target-size", type=int, default=8)
+    parser.add_argument("--target-pool", type=int, help="target prompts screened for --target-alpha (default: size)")
+    parser.add_argument("--target-alpha", type=float, nargs=2, metavar=("LO", "HI"),
+                        help="keep target prompts whose screened rollout accuracy lies in [LO, HI]")  # fmt: skip
+    parser.add_argument("--screen-generations", type=int, default=8, help="rollouts per prompt of the screening")
     parser.add_argument("--num-generations", type=int, default=8, help="rollouts per prompt (step and T)")
     parser.add_argument("--fresh-generations", type=int, default=24, help="target rollouts of the measurement")
     parser.add_argument("--max-new-tokens", type=int, default=320)
@@ -42,8 +56,17 @@ def main() -> None:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=args.max_new_tokens)
     sample = lambda ids, n, s, seed: engine.generate(ids, n, s, seed=seed)  # noqa: E731
+    start = time.perf_counter()
     probe = load_prompt_set(args.probe, tokenizer, args.probe_size)
-    target = load_prompt_set(args.target, tokenizer, args.target_size)
+    target = load_prompt_set(args.target, tokenizer, args.target_pool or args.target_size)
+    if args.target_alpha:
+        screen = sample_probe(sample, target, args.screen_generations, sampling, args.seed + 3)
+        keep = alpha_window(screen, *args.target_alpha, args.target_size)
+        if not keep:
+            raise SystemExit(f"no target prompt of {len(target)} has a screened rollout accuracy in "
+                             f"{args.target_alpha}: widen --target-alpha or raise --target-pool")  # fmt: skip
+        target = _subset(target, keep)
+        print(f"target: {len(keep)} of {len(screen.alphas)} screened prompts have alpha in {args.target_alpha}")
     train = sample_probe(sample, probe, args.num_generations, sampling, args.seed)
     targets = sample_probe(sample, target, args.num_generations, sampling, args.seed + 1)
     fresh = sample_probe(sample, target, args.fresh_generations, sampling, args.seed + 2)
@@ -52,22 +75,35 @@ def main() -> None:
         space = GradientSpace(select_parameters(model, subset))
         terms, _ = measure_influence(model, space, train, targets, pad)
         predicted[subset] = [args.lr * t.influence for t in terms]
-    measured = one_step_changes(model, train, fresh, pad, args.lr)
-    rows = [i for i, m in enumerate(measured) if m is not None]
-    print(f"target reward before: {sum(map(sum, fresh.correct)) / sum(map(len, fresh.correct)):.3f}; "
+    per_rollout = one_step_terms(model, train, fresh, pad, args.lr)
+    rows = [i for i, m in enumerate(per_rollout) if m is not None]
+    half = torch.arange(sum(map(len, fresh.correct))) % 2 == 0  # alternate rollouts of each prompt (N is even)
+    measured = [None if m is None else float(m.mean()) for m in per_rollout]
+    halves = [[float(per_rollout[i][half == side].mean()) for i in rows] for side in (True, False)]
+    print(f"target reward before: {sum(map(sum, fresh.correct)) / sum(map(len, fresh.correct)):.3f} "
+          f"(mean target alpha {sum(targets.alphas) / len(targets.alphas):.3f}); "
           f"{len(rows)} of {len(measured)} probe prompts have 0 < alpha < 1; lr {args.lr}")  # fmt: skip
     print("prompt  alpha  measured   " + "  ".join(f"pred[{s}]" for s in predicted))
     for i in rows:
         print(f"{i:6d}  {train.alphas[i]:.3f}  {measured[i]:+.2e}  "
               + "  ".join(f"{predicted[s][i]:+.2e}" for s in predicted))  # fmt: skip
-    stats = {}
+    split = spearman(*halves)
+    whole = 2 * split / (1 + split) if split > -1 else split  # Spearman-Brown: the reliability of twice the rollouts
+    stats = {
+        "measurement_split_half": {"spearman": split, "spearman_brown": whole, "sign_agreement": _agreement(*halves)}
+    }
+    print(f"measurement reliability: the two halves of the fresh rollouts agree at Spearman {split:+.3f} "
+          f"(whole set, Spearman-Brown: {whole:+.3f}), sign {_agreement(*halves):.2f}")  # fmt: skip
     for subset, values in predicted.items():
         xs, ys = [values[i] for i in rows], [measured[i] for i in rows]
-        agree = sum(_sign(x) == _sign(y) for x, y in zip(xs, ys, strict=True)) / max(len(rows), 1)
-        stats[subset] = {"spearman": spearman(xs, ys), "sign_agreement": agree, "prompts": len(rows)}
-        print(f"{subset}: Spearman {stats[subset]['spearman']:+.3f}, sign agreement {agree:.2f} ({len(rows)} prompts)")
+        stats[subset] = {"spearman": spearman(xs, ys), "sign_agreement": _agreement(xs, ys), "prompts": len(rows)}
+        print(f"{subset}: Spearman {stats[subset]['spearman']:+.3f}, "
+              f"sign agreement {stats[subset]['sign_agreement']:.2f} ({len(rows)} prompts)")  # fmt: skip
+    print(f"wall time {time.perf_counter() - start:.0f} s")
     if args.out:
-        payload = {"args": vars(args), "alphas": train.alphas, "measured": measured, "predicted": predicted}
+        payload = {"args": vars(args), "alphas": train.alphas, "target_alphas": targets.alphas,
+                   "target_index": target.index, "measured": measured, "measured_halves": halves,
+                   "predicted": predicted}  # fmt: skip
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(payload | {"stats": stats}, f, indent=1)
     engine.close()
@@ -75,6 +111,18 @@ def main() -> None:
 
 def _sign(value: float) -> int:
     return (value > 0) - (value < 0)
+
+
+def _agreement(xs: list[float], ys: list[float]) -> float:
+    """Share of pairs with the same sign."""
+    return sum(_sign(x) == _sign(y) for x, y in zip(xs, ys, strict=True)) / max(len(xs), 1)
+
+
+def _subset(prompts: PromptSet, keep: list[int]) -> PromptSet:
+    """The prompts at positions `keep`, with their file positions."""
+    pick = lambda values: [values[i] for i in keep]  # noqa: E731
+    return PromptSet(prompts.path, pick(prompts.prompt_ids), pick(prompts.ground_truth), pick(prompts.num_ops),
+                     pick(prompts.index), prompts.task)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -27,7 +27,15 @@ from bridge_pl.rl.logprobs import CompletionBatch, completion_logprobs
 from bridge_pl.rl.losses import aggregate, clipped_surrogate
 from bridge_pl.rollout.base import Completion, SamplingConfig
 
-__all__ = ["ProbeRollouts", "measure_influence", "one_step_changes", "sample_probe", "spearman"]
+__all__ = [
+    "ProbeRollouts",
+    "alpha_window",
+    "measure_influence",
+    "one_step_changes",
+    "one_step_terms",
+    "sample_probe",
+    "spearman",
+]
 
 Sampler = Callable[[list[list[int]], int, SamplingConfig, int], list[list[Completion]]]
 
@@ -145,30 +153,49 @@ def one_step_changes(
 ) -> list[float | None]:
     """The measured change of the target reward after one GRPO step on each probe prompt alone (None: no step).
 
+    The mean of `one_step_terms` over the fresh rollouts: unbiased for J_new - J_old and not first-order.
+    """
+    terms = one_step_terms(model, train, fresh, pad_id, lr, batch_size)
+    return [None if rows is None else float(rows.mean()) for rows in terms]
+
+
+def one_step_terms(
+    model: torch.nn.Module, train: ProbeRollouts, fresh: ProbeRollouts, pad_id: int, lr: float, batch_size: int = 32
+) -> list[torch.Tensor | None]:
+    """Per fresh rollout, its term of the target reward's change after one GRPO step on each probe prompt alone.
+
     For each prompt with 0 < alpha < 1: the GRPO loss of its rollouts (on-policy, no KL, the paper's token-mean
-    aggregation, group-normalised advantages) takes one SGD step of `lr` on every trainable parameter; the change
-    of the expected reward on the target prompts is then estimated from `fresh` (rollouts sampled before the step,
-    independent of those behind T) by the likelihood ratio, E_old[(pi_new / pi_old - 1)(r - b)] with b the prompt's
-    mean reward: unbiased for J_new - J_old and not first-order; the parameters are restored afterwards.
+    aggregation, group-normalised advantages) takes one SGD step of `lr` on every trainable parameter; fresh target
+    rollout o (sampled before the step, independent of those behind T) then contributes
+    (pi_new(o) / pi_old(o) - 1)(r - b), b its prompt's mean reward. The mean of these (B,) terms is the
+    likelihood-ratio estimate E_old[...] = J_new - J_old; a subset of rows is an independent estimate from fewer
+    rollouts (what the split-half reliability of `scripts/validate_influence.py` compares). The parameters are
+    restored afterwards. None where all of a prompt's rewards are equal (zero advantages: no step).
     """
     device = next(model.parameters()).device
     batch, rewards = _flat_rollouts(fresh, pad_id, device)
     before = _sequence_logprobs(model, batch, batch_size)
     params = [p for p in model.parameters() if p.requires_grad]
-    changes: list[float | None] = []
+    saved = [param.detach().clone() for param in params]  # p - lr g + lr g is not p in floating point
+    terms: list[torch.Tensor | None] = []
     for prompt, group, correct in zip(train.probe.prompt_ids, train.completions, train.correct, strict=True):
         if all(correct) or not any(correct):
-            changes.append(None)  # all advantages are 0: the step does not move the policy
+            terms.append(None)  # all advantages are 0: the step does not move the policy
             continue
         grads = torch.autograd.grad(_grpo_loss(model, prompt, group, correct, pad_id, device), params)
         with torch.no_grad():
             for param, grad in zip(params, grads, strict=True):
                 param -= lr * grad
             after = _sequence_logprobs(model, batch, batch_size)
-            for param, grad in zip(params, grads, strict=True):
-                param += lr * grad  # undo the step
-        changes.append(float(((after - before).exp() - 1).mul(rewards).mean()))
-    return changes
+            for param, value in zip(params, saved, strict=True):
+                param.copy_(value)  # undo the step exactly
+        terms.append(((after - before).exp() - 1).mul(rewards))  # (B,)
+    return terms
+
+
+def alpha_window(rollouts: ProbeRollouts, low: float, high: float, limit: int) -> list[int]:
+    """Indices of the first `limit` prompts whose rollout accuracy lies in [low, high], in probe order."""
+    return [i for i, alpha in enumerate(rollouts.alphas) if low <= alpha <= high][:limit]
 
 
 def _grpo_loss(model, prompt, group, correct, pad_id, device) -> torch.Tensor:

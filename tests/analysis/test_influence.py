@@ -17,7 +17,14 @@ from bridge_pl.analysis.influence import (
     influence_by_bin,
     select_parameters,
 )
-from bridge_pl.analysis.probe import ProbeRollouts, _mean_gradient, measure_influence
+from bridge_pl.analysis.probe import (
+    ProbeRollouts,
+    _mean_gradient,
+    alpha_window,
+    measure_influence,
+    one_step_changes,
+    one_step_terms,
+)
 from bridge_pl.data.prompt_sets import PromptSet
 from bridge_pl.models.model_io import init_model_dir, load_model
 from bridge_pl.rl.advantages import group_advantages
@@ -113,6 +120,58 @@ def test_the_grpo_gradient_is_the_influence_direction(model_dir):
     g_plus, g_minus = group_gradients(model, space, prompt, group, correct)
     expected = math.sqrt(alpha * (1 - alpha)) * math.sqrt((n - 1) / n) * (g_plus - g_minus)
     assert torch.allclose(grpo_direction, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_the_measured_one_step_change_is_the_likelihood_ratio_and_matches_the_prediction(model_dir):
+    # What scripts/validate_influence.py compares: the measured change after one SGD step of the GRPO loss on a
+    # probe prompt, and lr x I(q). With T taken from the same rollouts as the measurement, they agree to first
+    # order (the GRPO step is sqrt((N - 1) / N) sqrt(alpha (1 - alpha)) (G+ - G-), see the test above).
+    model = load_model(model_dir).eval()
+    space = GradientSpace(select_parameters(model, "all"))
+    train = rollouts([[True, False, False, True], [True, True, True, True], [False, True, False, False]], seed=6)
+    fresh = rollouts([[True, False, True, False], [False, False, True, False]], seed=7)
+    lr = 1e-3
+    terms = one_step_terms(model, train, fresh, PAD, lr, batch_size=3)
+    assert terms[1] is None  # alpha = 1: every advantage is 0, no step
+    changes = one_step_changes(model, train, fresh, PAD, lr, batch_size=3)
+    assert changes[1] is None
+    assert [changes[0], changes[2]] == pytest.approx([float(terms[0].mean()), float(terms[2].mean())])
+    influence, _ = measure_influence(model, space, train, fresh, PAD)
+    # by hand for prompt 0: one explicit SGD step, then (pi_new / pi_old - 1)(r - b) per fresh rollout
+    prompt, group, correct = train.probe.prompt_ids[0], train.completions[0], train.correct[0]
+    batch = CompletionBatch.build([prompt] * 4, [c.token_ids for c in group], PAD)
+    logprobs, _, width = completion_logprobs(model, batch)
+    mask = batch.completion_mask[:, :width]
+    advantages = group_advantages(torch.tensor([correct], dtype=torch.float32))[0]
+    per_token, _ = clipped_surrogate(logprobs, logprobs.detach(), advantages, mask)
+    loss = aggregate(per_token, mask, "grpo", num_sequences=4, num_tokens=float(mask.sum()), max_completion_length=9)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    fresh_batch = CompletionBatch.build([fresh.probe.prompt_ids[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)],
+                                        [c.token_ids for group in fresh.completions for c in group], PAD)  # fmt: skip
+    centred = torch.tensor([0.5, -0.5, 0.5, -0.5, -0.25, -0.25, 0.75, -0.25])  # r - b, b = 0.5 and 0.25
+
+    def sequence_logprobs() -> torch.Tensor:
+        out, _, w = completion_logprobs(model, fresh_batch)
+        return (out * fresh_batch.completion_mask[:, :w]).sum(1)
+
+    with torch.no_grad():
+        before = sequence_logprobs()
+        for param, grad in zip(model.parameters(), grads, strict=True):
+            param -= lr * grad
+        after = sequence_logprobs()
+        for param, grad in zip(model.parameters(), grads, strict=True):
+            param += lr * grad
+    # (log-likelihoods near -50 in float32 differ by ~1e-5 between batchings: terms are ~1e-3)
+    assert torch.allclose(terms[0], ((after - before).exp() - 1) * centred, rtol=1e-2, atol=2e-5)
+    for index in (0, 2):
+        predicted = lr * math.sqrt(3 / 4) * influence[index].influence
+        assert changes[index] == pytest.approx(predicted, rel=0.05)
+
+
+def test_alpha_window_keeps_the_first_prompts_in_range():
+    probe = rollouts([[True, False], [False, False], [True, True], [True, False], [False, True]], seed=8)
+    assert alpha_window(probe, 0.25, 0.75, limit=2) == [0, 3]
+    assert alpha_window(probe, 0.0, 0.0, limit=5) == [1]
 
 
 def test_prompts_with_alpha_zero_or_one_have_no_influence(model_dir):

@@ -308,6 +308,7 @@ class Runner:
         self.config, self.log, self.force = config, log, force
         self.out = Path(config.out_dir)
         self.fingerprints: dict[str, str] = {}  # output path -> fingerprint of the settings that made it
+        self.older: dict[str, str] = {}  # config content digest or migrated fingerprint -> what older markers hold
 
     def run(self, methods: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
         """Every stage of every (method, seed); returns the report."""
@@ -349,7 +350,7 @@ class Runner:
         path = self.out / "base_models" / f"seed_{seed}_pretrained"
         fit_config = pretrain.config or self.config.sft_config
         settings = {"data": self._fp(data), "base_model": self._fp(base), "seed": seed,
-                    "config": _file_digest(fit_config), "args": list(pretrain.args)}  # fmt: skip
+                    "config": self._config_digest(fit_config), "args": list(pretrain.args)}  # fmt: skip
         if not self._finished("pretrain", path, path / ".stage.json", settings):
             self.log(f"[experiment] {time.strftime('%H:%M:%S')} seed {seed}: pretrain")
             self._fit([
@@ -374,7 +375,7 @@ class Runner:
             "rl_train": self._fp(self.out / "data" / "rl_train"),
             "rl_val": self._fp(self.out / "data" / "rl_val"),
             "seed": seed,
-            "grpo_config": _file_digest(self.config.grpo_config),
+            "grpo_config": self._config_digest(self.config.grpo_config),
             "grpo_args": list(self.config.grpo_args),
         }
         if not self._finished("grpo", rft_model, rft_model / ".stage.json", grpo_settings):
@@ -407,7 +408,7 @@ class Runner:
             "data": self._fp(data),
             "base_model": self._fp(start),
             "seed": seed,
-            "sft_config": _file_digest(self.config.sft_config),
+            "sft_config": self._config_digest(self.config.sft_config),
             "sft_args": [*self.config.sft_args, *spec.sft_args],
         }
         if not self._finished("sft", sft_model, sft_model / ".stage.json", settings):
@@ -500,13 +501,28 @@ class Runner:
     def _fp(self, path: Path) -> str:
         return self.fingerprints[str(path)]
 
+    def _config_digest(self, path: str) -> str:
+        """Digest of a training config's content (`_config_digest`), remembering its byte digest for older markers."""
+        digest = _config_digest(path)
+        self.older[digest] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return digest
+
     def _finished(self, stage: str, output: Path, marker: Path, settings: dict[str, Any]) -> bool:
-        """Whether `output` was made by exactly these settings; stale outputs raise (or, with force, are removed)."""
+        """Whether `output` was made by exactly these settings; stale outputs raise (or, with force, are removed).
+
+        A marker written before config files were digested by content holds the file's byte digest (and the older
+        fingerprints of earlier stages): it matches while the bytes are unchanged, and is rewritten in the new form.
+        """
         fingerprint = _fingerprint(settings)
         self.fingerprints[str(output)] = fingerprint
         if marker.is_file():
             recorded = json.loads(marker.read_text(encoding="utf-8"))
             if recorded.get("fingerprint") == fingerprint:
+                return True
+            older = _fingerprint({k: self.older.get(v, v) if isinstance(v, str) else v for k, v in settings.items()})
+            if recorded.get("fingerprint") == older:
+                self.older[fingerprint] = older
+                self._mark(recorded.get("stage", stage), marker, settings)
                 return True
             if not self.force:
                 changes = "; ".join(
@@ -557,8 +573,10 @@ def _fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _file_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def _config_digest(path: str) -> str:
+    """sha256 of a YAML config's parsed content: comments, layout and key order do not change it."""
+    content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return _fingerprint({"config": content})
 
 
 def _differences(old: Any, new: Any, key: str = "") -> dict[str, tuple[Any, Any]]:

@@ -61,12 +61,14 @@ def main() -> None:
     target = load_prompt_set(args.target, tokenizer, args.target_pool or args.target_size)
     if args.target_alpha:
         screen = sample_probe(sample, target, args.screen_generations, sampling, args.seed + 3)
-        keep = alpha_window(screen, *args.target_alpha, args.target_size)
+        in_range = alpha_window(screen, *args.target_alpha, len(target))
+        keep = in_range[: args.target_size]
         if not keep:
             raise SystemExit(f"no target prompt of {len(target)} has a screened rollout accuracy in "
                              f"{args.target_alpha}: widen --target-alpha or raise --target-pool")  # fmt: skip
         target = _subset(target, keep)
-        print(f"target: {len(keep)} of {len(screen.alphas)} screened prompts have alpha in {args.target_alpha}")
+        print(f"target: the first {len(keep)} of the {len(in_range)} of {len(target)} screened prompts with alpha in "
+              f"{args.target_alpha}")  # fmt: skip
     train = sample_probe(sample, probe, args.num_generations, sampling, args.seed)
     targets = sample_probe(sample, target, args.num_generations, sampling, args.seed + 1)
     fresh = sample_probe(sample, target, args.fresh_generations, sampling, args.seed + 2)

@@ -231,6 +231,39 @@ def test_changed_method_refuses_then_force_redoes_it_and_downstream(tmp_path, fa
     assert fake_stages == []
 
 
+def test_config_comments_do_not_make_stages_stale_and_older_byte_digest_markers_still_match(
+    tmp_path, fake_stages, monkeypatch
+):
+    import dataclasses
+    import hashlib
+
+    import bridge_pl.experiment as experiment
+
+    grpo = tmp_path / "grpo.yaml"
+    grpo.write_text((CONFIGS / "grpo" / "tiny.yaml").read_text())
+    config = _fake_config(tmp_path, grpo_config=str(grpo))
+    experiment.run_experiment(config, log=lambda _: None)
+    fake_stages.clear()
+    grpo.write_text("# a new comment, and the same settings\n" + grpo.read_text())
+    experiment.run_experiment(config, log=lambda _: None)
+    assert fake_stages == []
+    # markers of an older version hold each config file's byte digest: they match while the bytes are the same
+    older = dataclasses.replace(config, out_dir=str(tmp_path / "older"))
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "_config_digest", lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        experiment.run_experiment(older, log=lambda _: None)
+    fake_stages.clear()
+    experiment.run_experiment(older, log=lambda _: None)
+    assert fake_stages == []
+    grpo.write_text("# the older markers were rewritten by content: a comment is free again\n" + grpo.read_text())
+    experiment.run_experiment(older, log=lambda _: None)
+    assert fake_stages == []
+    # a changed setting is stale, as before
+    grpo.write_text(grpo.read_text().replace("max_steps: 40", "max_steps: 7"))
+    with pytest.raises(ValueError, match=r"grpo_config.*--force"):
+        experiment.run_experiment(config, log=lambda _: None)
+
+
 def test_stage_without_marker_is_redone(tmp_path, fake_stages):
     from bridge_pl.experiment import run_experiment
 

@@ -66,9 +66,9 @@ def main() -> None:
         if not keep:
             raise SystemExit(f"no target prompt of {len(target)} has a screened rollout accuracy in "
                              f"{args.target_alpha}: widen --target-alpha or raise --target-pool")  # fmt: skip
-        target = _subset(target, keep)
         print(f"target: the first {len(keep)} of the {len(in_range)} of {len(target)} screened prompts with alpha in "
               f"{args.target_alpha}")  # fmt: skip
+        target = _subset(target, keep)
     train = sample_probe(sample, probe, args.num_generations, sampling, args.seed)
     targets = sample_probe(sample, target, args.num_generations, sampling, args.seed + 1)
     fresh = sample_probe(sample, target, args.fresh_generations, sampling, args.seed + 2)
@@ -82,12 +82,15 @@ def main() -> None:
     half = torch.arange(sum(map(len, fresh.correct))) % 2 == 0  # alternate rollouts of each prompt (N is even)
     measured = [None if m is None else float(m.mean()) for m in per_rollout]
     halves = [[float(per_rollout[i][half == side].mean()) for i in rows] for side in (True, False)]
+    # standard error of each measured change (the terms are i.i.d. given the step); beyond 2 SE its sign is clear
+    errors = [None if m is None else float(m.std() / len(m) ** 0.5) for m in per_rollout]
+    clear = [i for i in rows if abs(measured[i]) > 2 * errors[i]]
     print(f"target reward before: {sum(map(sum, fresh.correct)) / sum(map(len, fresh.correct)):.3f} "
           f"(mean target alpha {sum(targets.alphas) / len(targets.alphas):.3f}); "
           f"{len(rows)} of {len(measured)} probe prompts have 0 < alpha < 1; lr {args.lr}")  # fmt: skip
-    print("prompt  alpha  measured   " + "  ".join(f"pred[{s}]" for s in predicted))
+    print("prompt  alpha  measured   std.err.  " + "  ".join(f"pred[{s}]" for s in predicted))
     for i in rows:
-        print(f"{i:6d}  {train.alphas[i]:.3f}  {measured[i]:+.2e}  "
+        print(f"{i:6d}  {train.alphas[i]:.3f}  {measured[i]:+.2e}  {errors[i]:.1e}   "
               + "  ".join(f"{predicted[s][i]:+.2e}" for s in predicted))  # fmt: skip
     split = spearman(*halves)
     whole = 2 * split / (1 + split) if split > -1 else split  # Spearman-Brown: the reliability of twice the rollouts
@@ -98,13 +101,17 @@ def main() -> None:
           f"(whole set, Spearman-Brown: {whole:+.3f}), sign {_agreement(*halves):.2f}")  # fmt: skip
     for subset, values in predicted.items():
         xs, ys = [values[i] for i in rows], [measured[i] for i in rows]
-        stats[subset] = {"spearman": spearman(xs, ys), "sign_agreement": _agreement(xs, ys), "prompts": len(rows)}
+        clear_agreement = _agreement([values[i] for i in clear], [measured[i] for i in clear])
+        stats[subset] = {"spearman": spearman(xs, ys), "sign_agreement": _agreement(xs, ys), "prompts": len(rows),
+                         "sign_agreement_clear": clear_agreement, "prompts_clear": len(clear)}  # fmt: skip
         print(f"{subset}: Spearman {stats[subset]['spearman']:+.3f}, "
-              f"sign agreement {stats[subset]['sign_agreement']:.2f} ({len(rows)} prompts)")  # fmt: skip
+              f"sign agreement {stats[subset]['sign_agreement']:.2f} ({len(rows)} prompts); "
+              f"{clear_agreement:.2f} on the {len(clear)} whose measured change exceeds 2 standard errors")  # fmt: skip
     print(f"wall time {time.perf_counter() - start:.0f} s")
     if args.out:
         payload = {"args": vars(args), "alphas": train.alphas, "target_alphas": targets.alphas,
-                   "target_index": target.index, "measured": measured, "measured_halves": halves,
+                   "target_index": target.index, "measured": measured, "standard_errors": errors,
+                   "measured_halves": halves,
                    "predicted": predicted}  # fmt: skip
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(payload | {"stats": stats}, f, indent=1)
@@ -116,8 +123,10 @@ def _sign(value: float) -> int:
 
 
 def _agreement(xs: list[float], ys: list[float]) -> float:
-    """Share of pairs with the same sign."""
-    return sum(_sign(x) == _sign(y) for x, y in zip(xs, ys, strict=True)) / max(len(xs), 1)
+    """Share of pairs with the same sign (nan for none)."""
+    if not xs:
+        return float("nan")
+    return sum(_sign(x) == _sign(y) for x, y in zip(xs, ys, strict=True)) / len(xs)
 
 
 def _subset(prompts: PromptSet, keep: list[int]) -> PromptSet:

@@ -230,11 +230,13 @@ def _sequence_logprobs(model, batch: CompletionBatch, batch_size: int) -> torch.
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
-    """Spearman rank correlation (ties get their mean rank).
+    """Spearman rank correlation (ties get their mean rank; nan for fewer than 2 pairs or a constant side).
 
     >>> spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 15.0, 40.0])
     0.8
     """
+    if len(xs) < 2:
+        return float("nan")
     rx, ry = _ranks(xs), _ranks(ys)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))

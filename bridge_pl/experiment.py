@@ -517,12 +517,13 @@ class Runner:
         self.fingerprints[str(output)] = fingerprint
         if marker.is_file():
             recorded = json.loads(marker.read_text(encoding="utf-8"))
-            if recorded.get("fingerprint") == fingerprint:
-                return True
+            # What the older code would have recorded; kept for every stage that is accepted, since a later stage's
+            # marker may still be in the older form (a run cut short, or --methods, after this one was rewritten).
             older = _fingerprint({k: self.older.get(v, v) if isinstance(v, str) else v for k, v in settings.items()})
-            if recorded.get("fingerprint") == older:
+            if recorded.get("fingerprint") in (fingerprint, older):
                 self.older[fingerprint] = older
-                self._mark(recorded.get("stage", stage), marker, settings)
+                if recorded["fingerprint"] == older:
+                    self._mark(recorded.get("stage", stage), marker, settings)
                 return True
             if not self.force:
                 changes = "; ".join(

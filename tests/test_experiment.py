@@ -264,6 +264,28 @@ def test_config_comments_do_not_make_stages_stale_and_older_byte_digest_markers_
         experiment.run_experiment(config, log=lambda _: None)
 
 
+def test_older_markers_migrate_over_several_runs(tmp_path, fake_stages, monkeypatch):
+    # pretrain upstream of two methods; the first run with the new code rewrites only the first method's markers
+    # (--methods, or a run cut short), and the second method's older markers must still match in the next run
+    import dataclasses
+    import hashlib
+
+    import bridge_pl.experiment as experiment
+
+    config = load_config(micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path))
+    full = load_config(CONFIGS / "experiments" / "tiny.yaml")
+    methods = {name: dataclasses.replace(spec, sft_args=()) for name, spec in full.methods.items()}
+    config = dataclasses.replace(config, methods=methods)
+    assert config.pretrain is not None and len(config.methods) == 2
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "_config_digest", lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        experiment.run_experiment(config, log=lambda _: None)
+    fake_stages.clear()
+    experiment.run_experiment(config, methods=list(config.methods)[:1], log=lambda _: None)
+    experiment.run_experiment(config, log=lambda _: None)
+    assert fake_stages == []
+
+
 def test_stage_without_marker_is_redone(tmp_path, fake_stages):
     from bridge_pl.experiment import run_experiment
 

@@ -7,11 +7,13 @@ the likelihood ratio (`bridge_pl.analysis.probe.one_step_changes`). Prints one r
 then the Spearman correlation and the sign agreement of prediction and measurement.
 
 How reliable the measurement itself is, is measured too: the fresh rollouts split in two halves (alternate rollouts
-of each target prompt) give two independent measurements, and their Spearman correlation (and its Spearman-Brown
-value for the whole set) bounds what any prediction can reach. Only target prompts with 0 < alpha < 1 carry signal
-(r - b is 0 elsewhere), so `--target-alpha LO HI` keeps the first `--target-size` prompts of the first
-`--target-pool` whose rollout accuracy, screened on rollouts of their own (independent of T and of the measurement),
-lies in [LO, HI].
+of each target prompt) give two measurements (dependent only through the baselines), and their Spearman correlation
+estimates the measurement's reliability; the square root of its Spearman-Brown value for the whole set is about the
+highest correlation any prediction can show. Each measured change also gets its standard error.
+
+Only target prompts with 0 < alpha < 1 carry signal (r - b is 0 elsewhere), so `--target-alpha LO HI` keeps the
+first `--target-size` prompts of the first `--target-pool` whose rollout accuracy, screened on rollouts of their
+own (independent of T and of the measurement), lies in [LO, HI].
 
     python scripts/validate_influence.py --model runs/sft_tiny/hf_model --probe data/tiny_rl_train \\
         --target data/tiny_rl_val
@@ -58,9 +60,13 @@ def main() -> None:
     sample = lambda ids, n, s, seed: engine.generate(ids, n, s, seed=seed)  # noqa: E731
     start = time.perf_counter()
     probe = load_prompt_set(args.probe, tokenizer, args.probe_size)
+    if args.target_pool and not args.target_alpha:
+        raise SystemExit("--target-pool screens prompts for --target-alpha: give both, or neither")
+    if args.fresh_generations < 2:
+        raise SystemExit("--fresh-generations: need at least 2 (each rollout's baseline is its prompt's others)")
     target = load_prompt_set(args.target, tokenizer, args.target_pool or args.target_size)
     if args.target_alpha:
-        screen = sample_probe(sample, target, args.screen_generations, sampling, args.seed + 3)
+        screen = sample_probe(sample, target, args.screen_generations, sampling, 4 * args.seed + 3)
         in_range = alpha_window(screen, *args.target_alpha, len(target))
         keep = in_range[: args.target_size]
         if not keep:
@@ -69,21 +75,23 @@ def main() -> None:
         print(f"target: the first {len(keep)} of the {len(in_range)} of {len(target)} screened prompts with alpha in "
               f"{args.target_alpha}")  # fmt: skip
         target = _subset(target, keep)
-    train = sample_probe(sample, probe, args.num_generations, sampling, args.seed)
-    targets = sample_probe(sample, target, args.num_generations, sampling, args.seed + 1)
-    fresh = sample_probe(sample, target, args.fresh_generations, sampling, args.seed + 2)
+    # one sampling seed per role and run (4 seed + role): no two roles or runs share a rollout
+    train = sample_probe(sample, probe, args.num_generations, sampling, 4 * args.seed)
+    targets = sample_probe(sample, target, args.num_generations, sampling, 4 * args.seed + 1)
+    fresh = sample_probe(sample, target, args.fresh_generations, sampling, 4 * args.seed + 2)
     predicted = {}
     for subset in dict.fromkeys([args.parameters, "all"]):
         space = GradientSpace(select_parameters(model, subset))
         terms, _ = measure_influence(model, space, train, targets, pad)
         predicted[subset] = [args.lr * t.influence for t in terms]
     per_rollout = one_step_terms(model, train, fresh, pad, args.lr)
+    sizes = [len(c) for c in fresh.correct]
     rows = [i for i, m in enumerate(per_rollout) if m is not None]
-    half = torch.arange(sum(map(len, fresh.correct))) % 2 == 0  # alternate rollouts of each prompt (N is even)
+    half = torch.cat([torch.arange(len(c)) % 2 == 0 for c in fresh.correct])  # alternate rollouts of each prompt
     measured = [None if m is None else float(m.mean()) for m in per_rollout]
     halves = [[float(per_rollout[i][half == side].mean()) for i in rows] for side in (True, False)]
-    # standard error of each measured change (the terms are i.i.d. given the step); beyond 2 SE its sign is clear
-    errors = [None if m is None else float(m.std() / len(m) ** 0.5) for m in per_rollout]
+    # standard error of each measured change: the terms of one target prompt are alike, those of two independent
+    errors = [None if m is None else _standard_error(m, sizes) for m in per_rollout]
     clear = [i for i in rows if abs(measured[i]) > 2 * errors[i]]
     print(f"target reward before: {sum(map(sum, fresh.correct)) / sum(map(len, fresh.correct)):.3f} "
           f"(mean target alpha {sum(targets.alphas) / len(targets.alphas):.3f}); "
@@ -93,7 +101,7 @@ def main() -> None:
         print(f"{i:6d}  {train.alphas[i]:.3f}  {measured[i]:+.2e}  {errors[i]:.1e}   "
               + "  ".join(f"{predicted[s][i]:+.2e}" for s in predicted))  # fmt: skip
     split = spearman(*halves)
-    whole = 2 * split / (1 + split) if split > -1 else split  # Spearman-Brown: the reliability of twice the rollouts
+    whole = 2 * split / (1 + split) if split >= 0 else float("nan")  # Spearman-Brown: twice the rollouts
     stats = {
         "measurement_split_half": {"spearman": split, "spearman_brown": whole, "sign_agreement": _agreement(*halves)}
     }
@@ -127,6 +135,12 @@ def _agreement(xs: list[float], ys: list[float]) -> float:
     if not xs:
         return float("nan")
     return sum(_sign(x) == _sign(y) for x, y in zip(xs, ys, strict=True)) / len(xs)
+
+
+def _standard_error(terms: torch.Tensor, sizes: list[int]) -> float:
+    """Standard error of the mean of prompt-major terms: sqrt(sum over prompts of n_p var_p) / B."""
+    variance = sum(len(part) * float(part.var()) for part in terms.split(sizes))
+    return variance**0.5 / len(terms)
 
 
 def _subset(prompts: PromptSet, keep: list[int]) -> PromptSet:

@@ -167,10 +167,11 @@ def one_step_terms(
     For each prompt with 0 < alpha < 1: the GRPO loss of its rollouts (on-policy, no KL, the paper's token-mean
     aggregation, group-normalised advantages) takes one SGD step of `lr` on every trainable parameter; fresh target
     rollout o (sampled before the step, independent of those behind T) then contributes
-    (pi_new(o) / pi_old(o) - 1)(r - b), b its prompt's mean reward. The mean of these (B,) terms is the
-    likelihood-ratio estimate E_old[...] = J_new - J_old; a subset of rows is an independent estimate from fewer
-    rollouts (what the split-half reliability of `scripts/validate_influence.py` compares). The parameters are
-    restored afterwards. None where all of a prompt's rewards are equal (zero advantages: no step).
+    (pi_new(o) / pi_old(o) - 1)(r - b), b the mean reward of its prompt's other fresh rollouts. The mean of these
+    (B,) terms, prompt-major as in `fresh`, is the likelihood-ratio estimate E_old[...] = J_new - J_old (unbiased);
+    a subset of rows is an estimate from fewer rollouts (the split halves of `scripts/validate_influence.py`,
+    dependent only through the baselines). The parameters are restored exactly afterwards. None where all of a
+    prompt's rewards are equal (zero advantages: no step).
     """
     device = next(model.parameters()).device
     batch, rewards = _flat_rollouts(fresh, pad_id, device)
@@ -209,13 +210,19 @@ def _grpo_loss(model, prompt, group, correct, pad_id, device) -> torch.Tensor:
 
 
 def _flat_rollouts(rollouts: ProbeRollouts, pad_id, device) -> tuple[CompletionBatch, torch.Tensor]:
-    """All rollouts as one batch, and each one's reward minus its prompt's mean reward: (B,)."""
+    """All rollouts as one batch, and each one's reward minus the mean reward of its prompt's other rollouts: (B,).
+
+    Leaving a rollout out of its own baseline keeps the baseline independent of it, so E[(ratio - 1)(r - b)] is
+    exactly J_new - J_old (with b including r it is (1 - 1/N) of it). r - b_-i = N / (N - 1) (r - mean r).
+    """
     prompts, completions, centred = [], [], []
     for prompt, group, correct in zip(rollouts.probe.prompt_ids, rollouts.completions, rollouts.correct, strict=True):
-        mean = sum(correct) / len(correct)
-        prompts += [prompt] * len(group)
+        n, total = len(correct), sum(correct)
+        if n < 2:
+            raise ValueError("the measurement needs at least 2 fresh rollouts per target prompt (a baseline of others)")
+        prompts += [prompt] * n
         completions += [c.token_ids for c in group]
-        centred += [float(ok) - mean for ok in correct]
+        centred += [float(ok) - (total - ok) / (n - 1) for ok in correct]
     return CompletionBatch.build(prompts, completions, pad_id, device), torch.tensor(centred, device=device)
 
 

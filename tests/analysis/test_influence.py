@@ -131,7 +131,9 @@ def test_the_measured_one_step_change_is_the_likelihood_ratio_and_matches_the_pr
     train = rollouts([[True, False, False, True], [True, True, True, True], [False, True, False, False]], seed=6)
     fresh = rollouts([[True, False, True, False], [False, False, True, False]], seed=7)
     lr = 1e-3
+    before = [param.detach().clone() for param in model.parameters()]
     terms = one_step_terms(model, train, fresh, PAD, lr, batch_size=3)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # restored exactly
     assert terms[1] is None  # alpha = 1: every advantage is 0, no step
     changes = one_step_changes(model, train, fresh, PAD, lr, batch_size=3)
     assert changes[1] is None
@@ -148,7 +150,8 @@ def test_the_measured_one_step_change_is_the_likelihood_ratio_and_matches_the_pr
     grads = torch.autograd.grad(loss, list(model.parameters()))
     fresh_batch = CompletionBatch.build([fresh.probe.prompt_ids[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)],
                                         [c.token_ids for group in fresh.completions for c in group], PAD)  # fmt: skip
-    centred = torch.tensor([0.5, -0.5, 0.5, -0.5, -0.25, -0.25, 0.75, -0.25])  # r - b, b = 0.5 and 0.25
+    # r - b, b the mean reward of the prompt's other rollouts: 1 - 1/3, 0 - 2/3, ...; 0 - 1/3, 1 - 0
+    centred = torch.tensor([2 / 3, -2 / 3, 2 / 3, -2 / 3, -1 / 3, -1 / 3, 1.0, -1 / 3])
 
     def sequence_logprobs() -> torch.Tensor:
         out, _, w = completion_logprobs(model, fresh_batch)
@@ -163,8 +166,8 @@ def test_the_measured_one_step_change_is_the_likelihood_ratio_and_matches_the_pr
             param += lr * grad
     # (log-likelihoods near -50 in float32 differ by ~1e-5 between batchings: terms are ~1e-3)
     assert torch.allclose(terms[0], ((after - before).exp() - 1) * centred, rtol=1e-2, atol=2e-5)
-    for index in (0, 2):
-        predicted = lr * math.sqrt(3 / 4) * influence[index].influence
+    for index in (0, 2):  # T takes r - mean r, the measurement r - b_-i = N / (N - 1) (r - mean r): a factor 4 / 3
+        predicted = lr * math.sqrt(3 / 4) * influence[index].influence * 4 / 3
         assert changes[index] == pytest.approx(predicted, rel=0.05)
 
 

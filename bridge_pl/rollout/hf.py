@@ -10,11 +10,14 @@ not a plain layered one or whose forward takes no ``logits_to_keep``, and with `
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+from transformers import GenerationConfig
 
 from bridge_pl.data.encoding import pad_left
 from bridge_pl.models.model_io import cache_keyword
@@ -39,7 +42,7 @@ class HFEngine(RolloutEngine):
             it samples exactly the `SamplingConfig` distribution (a model's ``generation_config`` extras such as a
             repetition penalty are not applied: the GRPO loss assumes that distribution). ``generate``:
             transformers ``generate`` for every batch (one stream per call; the loop's fallback anyway where it
-            does not apply, see the module docstring).
+            does not apply, see the module docstring), with the model's ``generation_config`` extras off too.
 
     Example::
 
@@ -115,17 +118,18 @@ class HFEngine(RolloutEngine):
             kwargs |= {"temperature": None, "top_p": None, "top_k": None}
         if stop_strings:
             kwargs |= {"stop_strings": stop_strings, "tokenizer": tokenizer}
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            pad_token_id=pad_id,
-            eos_token_id=sorted(ends),
-            return_dict_in_generate=True,
-            output_scores=self.return_logprobs,
-            synced_gpus=synced,
-            **({} if cache is None else {cache_keyword(): cache}),
-            **kwargs,
-        )
+        with _plain_generation_config(model):
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                pad_token_id=pad_id,
+                eos_token_id=sorted(ends),
+                return_dict_in_generate=True,
+                output_scores=self.return_logprobs,
+                synced_gpus=synced,
+                **({} if cache is None else {cache_keyword(): cache}),
+                **kwargs,
+            )
         generated = out.sequences[:, input_ids.shape[1] :]  # (B, C)
         token_logprobs = _sampled_logprobs(out.scores, generated) if self.return_logprobs else None  # (B, C)
         logprobs = None if token_logprobs is None else token_logprobs.tolist()
@@ -166,6 +170,27 @@ class HFEngine(RolloutEngine):
         cache = out["cache"] if "cache" in out else out["past_key_values"]
         cache.batch_select_indices(torch.tensor(index, device=device))
         return cache
+
+
+@contextlib.contextmanager
+def _plain_generation_config(model: Any) -> Iterator[None]:
+    """``generate`` with a default `GenerationConfig` in place of the model's, restored afterwards.
+
+    ``generate`` fills every setting a call leaves unset from the model's ``generation_config``, so a checkpoint's
+    extras (Qwen2.5-Instruct ships a 1.05 repetition penalty, others a no-repeat n-gram size or suppressed tokens)
+    would change the sampling distribution away from the `SamplingConfig` one the GRPO loss assumes, and away from
+    what the engine's own loop samples. Every setting that matters is passed per call.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the wrapped model
+    configured = getattr(base, "generation_config", None)
+    if configured is None:
+        yield
+        return
+    base.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        base.generation_config = configured
 
 
 def _keeps_logits(model: Any) -> bool:

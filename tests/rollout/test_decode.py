@@ -123,3 +123,18 @@ def test_the_loop_runs_for_plain_and_lora_models_and_generate_where_asked(model_
     assert len(calls) == 2
     engine(model_dir, tokenizer, decoding="generate").generate(prompts(tokenizer), 2, sampling)
     assert len(calls) == 2
+
+
+def test_generate_ignores_the_models_generation_config_extras(model_dir, tokenizer):
+    # Both paths sample the SamplingConfig distribution: a checkpoint's repetition penalty, no-repeat n-gram size
+    # or suppressed tokens (which `generate` would take from model.generation_config) are not applied.
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=24, stop=())
+    ours, theirs = engine(model_dir, tokenizer), engine(model_dir, tokenizer, decoding="generate")
+    expected = [[c.token_ids for c in g] for g in ours.generate(prompts(tokenizer), 1, sampling)]
+    # suppressing the first greedy token of the first prompt would change that answer: the extras would matter
+    extras = {"repetition_penalty": 50.0, "no_repeat_ngram_size": 1, "suppress_tokens": [expected[0][0][0]]}
+    for key, value in extras.items():
+        setattr(theirs.policy.generation_config, key, value)
+    got = [[c.token_ids for c in g] for g in theirs.generate(prompts(tokenizer), 1, sampling)]
+    assert got == expected
+    assert theirs.policy.generation_config.no_repeat_ngram_size == 1  # the model's own config is put back

@@ -522,7 +522,7 @@ class Runner:
             older = _fingerprint({k: self.older.get(v, v) if isinstance(v, str) else v for k, v in settings.items()})
             if recorded.get("fingerprint") in (fingerprint, older):
                 self.older[fingerprint] = older
-                if recorded["fingerprint"] == older:
+                if recorded["fingerprint"] != fingerprint:  # an older marker: rewritten in the new form, once
                     self._mark(recorded.get("stage", stage), marker, settings)
                 return True
             if not self.force:

@@ -124,7 +124,26 @@ class ProbeConfig:
     max_new_tokens: int = 320
     """Longest rollout."""
     influence: bool = True
-    """Also measure the per-step influence (gradients on the output layer and the last blocks)."""
+    """Also measure the per-step influence (gradients of `parameters`)."""
+    parameters: Literal["last_layers", "lm_head", "all"] = "last_layers"
+    """Parameters whose gradients the influence uses (all: the whole model; it ranks prompts best, docs/influence.md,
+    and costs little on a tiny model)."""
+    target_alpha: tuple[float, float] | None = None
+    """Screen the influence's targets: of the first `target_pool` target prompts, the first `size` whose rollout
+    accuracy on the control method's SFT model of the seed lies in [low, high], on rollouts of their own. Every
+    method is measured on this one set. Only prompts with 0 < alpha < 1 carry a target gradient, so unscreened
+    targets at a low reward make the influence mostly noise (None: the first `size` target prompts)."""
+    target_pool: int = 200
+    """Target prompts screened (with `target_alpha`)."""
+    screen_generations: int = 16
+    """Rollouts per target prompt in the screening."""
+
+    def settings(self) -> dict[str, Any]:
+        """The fields that make a probe: every field, less the later ones left at their defaults (so probes
+        finished before they existed stay finished)."""
+        later = {"parameters", "target_alpha", "target_pool", "screen_generations"}
+        defaults = ProbeConfig()
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in later or v != getattr(defaults, k)}
 
 
 @dataclass(frozen=True)
@@ -239,6 +258,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ValueError(f"{path}: control={config.control!r} is not one of the methods ({', '.join(config.methods)})")
     if config.eval_engine not in ("hf", "vllm"):
         raise ValueError(f"{path}: eval_engine={config.eval_engine!r}: choose hf or vllm")
+    _check_probe(path, config.probe)
     for name, spec in config.sets.items():
         try:
             set_plan(spec, config.task)
@@ -274,6 +294,19 @@ def _method(name: str, spec: dict[str, Any]) -> MethodConfig:
     if rejection is not None:
         spec = spec | {"rejection": _build(RejectionConfig, rejection, f"methods.{name}.rejection")}
     return _build(MethodConfig, spec, f"methods.{name}")
+
+
+def _check_probe(path: str | Path, probe: ProbeConfig) -> None:
+    where = f"{path}: probe"
+    if probe.parameters not in ("last_layers", "lm_head", "all"):
+        raise ValueError(f"{where}.parameters={probe.parameters!r}: choose last_layers, lm_head or all")
+    if probe.target_alpha is not None:
+        window = probe.target_alpha
+        if len(window) != 2 or not 0 <= window[0] <= window[1] <= 1:
+            raise ValueError(f"{where}.target_alpha={list(window)!r}: give [low, high] with 0 <= low <= high <= 1")
+        if probe.target_pool < probe.size or probe.screen_generations < 2:
+            raise ValueError(f"{where}: target_pool={probe.target_pool} must be at least size={probe.size}, and "
+                             f"screen_generations={probe.screen_generations} at least 2")  # fmt: skip
 
 
 def _check_rejection(path: str | Path, name: str, rejection: RejectionConfig, config: ExperimentConfig) -> None:
@@ -369,7 +402,7 @@ class Runner:
         sft_model, rft_model = self.sft_model(method, seed, base), run / "rft_model"
         tb = self.out / "tb"
         self._evaluate(method, seed, "sft_eval", sft_model)
-        self._probe(method, seed, sft_model)
+        self._probe(method, seed, sft_model, self._probe_targets(seed, base))
         grpo_settings = {
             "sft_model": self._fp(sft_model),
             "rl_train": self._fp(self.out / "data" / "rl_train"),
@@ -464,28 +497,75 @@ class Runner:
         self._bridge(argv)
         self._mark(stage, out / ".stage.json", settings)
 
-    def _probe(self, method: str, seed: int, model: Path) -> None:
+    def _probe_targets(self, seed: int, base: Path) -> Path | None:
+        """The seed's screened influence targets (`ProbeConfig.target_alpha`), or None: screened once, on the control
+        method's SFT model (trained first if missing), and shared by every method."""
+        probe = self.config.probe
+        if probe.target_alpha is None:
+            return None
+        control = self.config.control_method()
+        model = self.sft_model(control, seed, base)
+        out = self.out / "probe_targets" / f"seed_{seed}.json"
+        marker = out.with_suffix(".stage.json")
+        targets = self.out / "data" / probe.targets
+        settings = {
+            "model": self._fp(model),
+            "targets": self._fp(targets),
+            "seed": seed,
+            "engine": self.config.eval_engine,
+            "max_new_tokens": probe.max_new_tokens,
+            **{k: getattr(probe, k) for k in ("size", "target_alpha", "target_pool", "screen_generations")},
+        }
+        if self._finished("target screening", out, marker, settings):
+            return out
+        self._stage(control, seed, "target screening")
+        from bridge_pl.analysis.measure import screen_targets  # torch: only here
+
+        # seed + 2: rollouts of their own (the probe samples its prompts with the seed and its targets with seed + 1)
+        alphas = screen_targets(
+            str(model), str(targets), pool=probe.target_pool, num_generations=probe.screen_generations,
+            max_new_tokens=probe.max_new_tokens, seed=seed + 2, engine_kind=self.config.eval_engine,
+        )  # fmt: skip
+        low, high = probe.target_alpha
+        keep = [i for i, alpha in enumerate(alphas) if low <= alpha <= high][: probe.size]
+        if not keep:
+            raise RuntimeError(
+                f"target screening, seed {seed}: no prompt of the first {probe.target_pool} of {targets} has a rollout "
+                f"accuracy in {list(probe.target_alpha)} on {model}: widen probe.target_alpha or raise "
+                "probe.target_pool"
+            )
+        self.log(f"[experiment] seed {seed}: {len(keep)} influence targets of {len(alphas)} screened on {control}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"model": str(model), "method": control, "index": keep, "alphas": alphas}
+        out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        self._mark("target screening", marker, settings)
+        return out
+
+    def _probe(self, method: str, seed: int, model: Path, screened: Path | None) -> None:
         out = self.out / method / f"seed_{seed}" / "probe.json"
         probe = self.config.probe
         settings = {
             "model": self._fp(model),
-            "probe": dataclasses.asdict(probe),
+            "probe": probe.settings(),
             "seed": seed,
             "engine": self.config.eval_engine,
             "prompts": self._fp(self.out / "data" / probe.prompts),
             "targets": self._fp(self.out / "data" / probe.targets),
         }
+        if screened is not None:
+            settings["screened_targets"] = self._fp(screened)
         marker = out.parent / ".probe.stage.json"
         if self._finished("probe", out, marker, settings):
             return
         self._stage(method, seed, "probe")
         from bridge_pl.analysis.measure import probe_model  # torch: only here
 
-        probe = self.config.probe
+        target_index = None if screened is None else json.loads(screened.read_text(encoding="utf-8"))["index"]
         result = probe_model(
             str(model), str(self.out / "data" / probe.prompts), str(self.out / "data" / probe.targets),
             size=probe.size, num_generations=probe.num_generations, max_new_tokens=probe.max_new_tokens,
-            influence=probe.influence, seed=seed, engine_kind=self.config.eval_engine,
+            influence=probe.influence, parameters=probe.parameters, seed=seed, engine_kind=self.config.eval_engine,
+            target_index=target_index,
         )  # fmt: skip
         out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         self._mark("probe", marker, settings)
@@ -624,7 +704,8 @@ def _collect(config: ExperimentConfig, out: Path) -> dict[str, dict[str, Any]]:
             if (run / "probe.json").is_file():
                 probe = json.loads((run / "probe.json").read_text())
                 entry["probe"] = {k: probe[k] for k in ("histogram", "influence") if k in probe}
-                entry["probe"].get("influence", {}).pop("prompts", None)  # per-prompt values stay in probe.json
+                for key in ("prompts", "targets"):  # per-prompt values stay in probe.json
+                    entry["probe"].get("influence", {}).pop(key, None)
             entry["reward_curve"] = _reward_curve(out / "tb" / f"{method}_seed{seed}" / "grpo")
             runs[f"{method}/seed_{seed}"] = entry
     return runs

@@ -29,7 +29,7 @@ import torch
 
 from bridge_pl.analysis.influence import GradientSpace, select_parameters
 from bridge_pl.analysis.probe import alpha_window, measure_influence, one_step_terms, sample_probe, spearman
-from bridge_pl.data.prompt_sets import PromptSet, load_prompt_set
+from bridge_pl.data.prompt_sets import load_prompt_set
 from bridge_pl.rollout.base import SamplingConfig
 from bridge_pl.rollout.factory import bound_engine
 
@@ -74,7 +74,7 @@ def main() -> None:
                              f"{args.target_alpha}: widen --target-alpha or raise --target-pool")  # fmt: skip
         print(f"target: the first {len(keep)} of the {len(in_range)} of {len(target)} screened prompts with alpha in "
               f"{args.target_alpha}")  # fmt: skip
-        target = _subset(target, keep)
+        target = target.subset(keep)
     # one sampling seed per role and run (4 seed + role): no two roles or runs share a rollout
     train = sample_probe(sample, probe, args.num_generations, sampling, 4 * args.seed)
     targets = sample_probe(sample, target, args.num_generations, sampling, 4 * args.seed + 1)
@@ -141,13 +141,6 @@ def _standard_error(terms: torch.Tensor, sizes: list[int]) -> float:
     """Standard error of the mean of prompt-major terms: sqrt(sum over prompts of n_p var_p) / B."""
     variance = sum(len(part) * float(part.var()) for part in terms.split(sizes))
     return variance**0.5 / len(terms)
-
-
-def _subset(prompts: PromptSet, keep: list[int]) -> PromptSet:
-    """The prompts at positions `keep`, with their file positions."""
-    pick = lambda values: [values[i] for i in keep]  # noqa: E731
-    return PromptSet(prompts.path, pick(prompts.prompt_ids), pick(prompts.ground_truth), pick(prompts.num_ops),
-                     pick(prompts.index), prompts.task)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def micro(config: Path, tmp_path: Path, base_model: Path | None = None) -> Path:
     }  # fmt: skip
     settings["test_sets"] = ["test_id", "test_ood"]
     settings["probe"] |= {"prompts": "rl_train", "targets": "rl_val"}
+    if settings["probe"].get("target_alpha"):  # a micro model is never right: every prompt passes the screening
+        settings["probe"] |= {"target_alpha": [0.0, 1.0], "target_pool": 5, "screen_generations": 2}
     if base_model is not None:
         settings["base_model"] = str(base_model)
     path = tmp_path / config.name
@@ -84,6 +86,8 @@ def test_tiny_experiment_runs_every_stage_and_reports(tmp_path, capsys):
         assert (run / path).is_file(), path
     probe = json.loads((run / "probe.json").read_text())
     assert len(probe["histogram"]["alphas"]) == 3 and "by_bin" in probe["influence"]
+    screened = json.loads((out / "probe_targets" / "seed_0.json").read_text())  # tiny.yaml screens the targets
+    assert len(screened["alphas"]) == 5 and probe["influence"]["targets"] == screened["index"] == [0, 1, 2]
     report = json.loads((out / "report.json").read_text())
     row = report["table"]["vanilla"]["test_id"]
     assert (
@@ -180,6 +184,10 @@ def fake_stages(monkeypatch):
         done.append("probe")
         return {"histogram": {"informative_mass": 0.5, "mean_sqrt_var": 0.1, "alphas": []}}
 
+    def screen_targets(*args, pool, **kwargs):
+        done.append("screen")
+        return [0.5] * pool
+
     def init_model_dir(path, **kwargs):
         Path(path).mkdir(parents=True, exist_ok=True)
         (Path(path) / "config.json").write_text("{}")
@@ -188,6 +196,7 @@ def fake_stages(monkeypatch):
     monkeypatch.setattr(Runner, "_fit", fit)
     monkeypatch.setattr(Runner, "_bridge", bridge)
     monkeypatch.setattr(measure, "probe_model", probe_model)
+    monkeypatch.setattr(measure, "screen_targets", screen_targets)
     monkeypatch.setattr(model_io, "init_model_dir", init_model_dir)
     return done
 
@@ -196,7 +205,9 @@ def _fake_config(tmp_path: Path, **changes):
     import dataclasses
 
     config = load_config(micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path))
-    return dataclasses.replace(config, **({"pretrain": None} | changes))  # stage lists below start without one
+    probe = dataclasses.replace(config.probe, target_alpha=None)
+    # the stage lists below start without a pretrain stage or a target screening
+    return dataclasses.replace(config, **({"pretrain": None, "probe": probe} | changes))
 
 
 def test_rerun_with_same_config_skips_every_stage(tmp_path, fake_stages):
@@ -423,3 +434,62 @@ def test_sets_take_a_size_and_bad_rejection_methods_fail_at_load(tmp_path):
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump(settings | change))
         with pytest.raises(ValueError, match=message):
             load_config(tmp_path / "bad.yaml")
+
+
+def test_bad_probe_settings_fail_at_load(tmp_path):
+    settings = yaml.safe_load(micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path).read_text())
+    cases = {
+        r"probe.target_alpha=\[0.8, 0.2\]": {"target_alpha": [0.8, 0.2]},
+        r"probe.target_alpha=\[0.5\]": {"target_alpha": [0.5]},
+        "target_pool=2 must be at least size=3": {"target_pool": 2},
+        "probe.parameters='embeddings'": {"parameters": "embeddings"},
+    }
+    for message, change in cases.items():
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(settings | {"probe": settings["probe"] | change}))
+        with pytest.raises(ValueError, match=message):
+            load_config(tmp_path / "bad.yaml")
+
+
+def test_influence_targets_are_screened_once_on_the_control_and_shared_by_every_method(
+    tmp_path, fake_stages, monkeypatch
+):
+    import dataclasses
+
+    import bridge_pl.analysis.measure as measure
+    from bridge_pl.experiment import MethodConfig, ProbeConfig, run_experiment
+
+    screened_on, targets = [], {}
+
+    def screen_targets(model, target_path, *, pool, seed, **kwargs):
+        screened_on.append((Path(model).parts[-3], pool, seed))
+        fake_stages.append("screen")
+        return [0.0, 0.5, 1.0, 0.25, 0.75, 0.3][:pool]
+
+    def probe_model(model, *args, target_index=None, **kwargs):
+        targets[Path(model).parts[-3]] = target_index
+        fake_stages.append("probe")
+        return {"histogram": {"informative_mass": 0.5, "mean_sqrt_var": 0.1, "alphas": []}}
+
+    monkeypatch.setattr(measure, "screen_targets", screen_targets)
+    monkeypatch.setattr(measure, "probe_model", probe_model)
+    config = _fake_config(tmp_path)
+    probe = dataclasses.replace(config.probe, target_alpha=(0.25, 0.75), target_pool=6, size=3)
+    methods = {"bridge": MethodConfig(style="bridge"), "vanilla": config.methods["vanilla"]}  # the control last
+    config = dataclasses.replace(config, methods=methods, probe=probe)
+    run_experiment(config, log=lambda _: None)
+    # bridge's probe needs the control's SFT model: it is trained first, and screened once
+    assert fake_stages[:6] == ["base", "sft_model", "sft_eval", "sft_model", "screen", "probe"]
+    assert fake_stages.count("screen") == 1 and screened_on == [("vanilla", 6, 2)]  # seed 0 + 2: rollouts of its own
+    assert targets == {"bridge": [1, 3, 4], "vanilla": [1, 3, 4]}  # the first 3 with alpha in [0.25, 0.75]
+    fake_stages.clear()
+    run_experiment(config, log=lambda _: None)
+    assert fake_stages == []
+    with pytest.raises(ValueError, match="target_alpha"):  # another window: the screening is stale, refused
+        run_experiment(dataclasses.replace(config, probe=dataclasses.replace(probe, target_alpha=(0.0, 0.5))),
+                       log=lambda _: None)  # fmt: skip
+    with pytest.raises(RuntimeError, match="widen probe.target_alpha or raise probe.target_pool"):
+        empty = dataclasses.replace(probe, target_alpha=(0.9, 0.95))
+        run_experiment(dataclasses.replace(config, probe=empty, out_dir=str(tmp_path / "other")), log=lambda _: None)
+    # the new settings enter a probe's fingerprint only when set: probes finished before they existed stay finished
+    assert set(ProbeConfig().settings()) == {"prompts", "targets", "size", "num_generations", "max_new_tokens",
+                                             "influence"}  # fmt: skip

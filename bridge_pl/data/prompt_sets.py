@@ -49,6 +49,12 @@ class PromptSet:
         columns = list(batch["ground_truth"]), list(batch["num_ops"]), list(batch["index"])
         return cls(path, prompt_ids, *columns, task=task)
 
+    def subset(self, keep: list[int]) -> PromptSet:
+        """The prompts at positions `keep` (in that order), with their file positions."""
+        pick = lambda values: [values[i] for i in keep]  # noqa: E731
+        return PromptSet(self.path, pick(self.prompt_ids), pick(self.ground_truth), pick(self.num_ops),
+                         pick(self.index), self.task)  # fmt: skip
+
 
 def load_prompt_set(path: str, tokenizer: Any, limit: int | None = None, task: str | Task | None = None) -> PromptSet:
     """The first `limit` prompts (all with None) of a dataset with query and final_answer, tokenized as RL prompts.

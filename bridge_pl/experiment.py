@@ -813,6 +813,13 @@ def _markdown(
         cells += [_cell(row["informative_mass"], 1.0, ".2f"), _cell(row["mean_sqrt_var"], 1.0, ".3f"),
                   _cell(row["influence_total"], 1.0, ".2e"), _cell(row["rl_steps"], 1.0, ".0f")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    probe = config.probe
+    if probe.influence and probe.target_alpha is not None:
+        low, high = probe.target_alpha
+        lines += ["", f"Influence targets, per seed: the first {probe.size} of the first {probe.target_pool} "
+                  f"{probe.targets} prompts whose rollout accuracy on the {config.control_method()} SFT model lies in "
+                  f"[{low}, {high}] ({probe.screen_generations} rollouts of their own), the same set for every method; "
+                  f"gradients of {probe.parameters} parameters."]  # fmt: skip
     lines += _paired_markdown(config, table)
     for title, name in figures.items():
         lines += ["", f"![{title}]({name})"]

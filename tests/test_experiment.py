@@ -98,6 +98,7 @@ def test_tiny_experiment_runs_every_stage_and_reports(tmp_path, capsys):
     assert report["runs"]["vanilla/seed_0"]["reward_curve"]  # read back from the GRPO TensorBoard run
     text = (out / "report.md").read_text()
     assert "| method | test_id SFT | test_id RFT | test_id Δ |" in text and "| vanilla |" in text
+    assert "rollout accuracy on the vanilla SFT model lies in [0.0, 1.0]" in text  # the screened targets are stated
     assert (out / "reward_curves.png").is_file() and (out / "alpha_histograms.png").is_file()
     assert list((out / "tb" / "report").glob("events*"))
     # A second run finds every output and skips every stage.

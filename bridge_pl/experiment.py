@@ -138,12 +138,17 @@ class ProbeConfig:
     screen_generations: int = 16
     """Rollouts per target prompt in the screening."""
 
+    def screens(self) -> bool:
+        """Whether the influence's targets are screened (`target_alpha` set and the influence measured)."""
+        return self.influence and self.target_alpha is not None
+
     def settings(self) -> dict[str, Any]:
-        """The fields that make a probe: every field, less the later ones left at their defaults (so probes
-        finished before they existed stay finished)."""
-        later = {"parameters", "target_alpha", "target_pool", "screen_generations"}
-        defaults = ProbeConfig()
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in later or v != getattr(defaults, k)}
+        """The fields that make a probe: the original ones, and each later one only where it takes effect and is
+        not its default (so probes finished before it existed stay finished, and an unused key changes nothing)."""
+        values = dataclasses.asdict(self)
+        later = {"parameters": self.influence and self.parameters != "last_layers", "target_alpha": self.screens(),
+                 "target_pool": self.screens(), "screen_generations": self.screens()}  # fmt: skip
+        return {k: v for k, v in values.items() if later.get(k, True)}
 
 
 @dataclass(frozen=True)
@@ -297,16 +302,19 @@ def _method(name: str, spec: dict[str, Any]) -> MethodConfig:
 
 
 def _check_probe(path: str | Path, probe: ProbeConfig) -> None:
-    where = f"{path}: probe"
+    problems = []
     if probe.parameters not in ("last_layers", "lm_head", "all"):
-        raise ValueError(f"{where}.parameters={probe.parameters!r}: choose last_layers, lm_head or all")
+        problems.append(f"parameters={probe.parameters!r}: choose last_layers, lm_head or all")
     if probe.target_alpha is not None:
         window = probe.target_alpha
-        if len(window) != 2 or not 0 <= window[0] <= window[1] <= 1:
-            raise ValueError(f"{where}.target_alpha={list(window)!r}: give [low, high] with 0 <= low <= high <= 1")
-        if probe.target_pool < probe.size or probe.screen_generations < 2:
-            raise ValueError(f"{where}: target_pool={probe.target_pool} must be at least size={probe.size}, and "
-                             f"screen_generations={probe.screen_generations} at least 2")  # fmt: skip
+        if not isinstance(window, tuple) or len(window) != 2 or not 0 <= window[0] <= window[1] <= 1:
+            problems.append(f"target_alpha={window!r}: give [low, high] with 0 <= low <= high <= 1")
+        if probe.target_pool < probe.size:
+            problems.append(f"target_pool={probe.target_pool}: screen at least size={probe.size} prompts")
+        if probe.screen_generations < 2:
+            problems.append(f"screen_generations={probe.screen_generations}: at least 2")
+    if problems:
+        raise ValueError(f"{path}: probe: " + "; ".join(problems))
 
 
 def _check_rejection(path: str | Path, name: str, rejection: RejectionConfig, config: ExperimentConfig) -> None:
@@ -501,7 +509,7 @@ class Runner:
         """The seed's screened influence targets (`ProbeConfig.target_alpha`), or None: screened once, on the control
         method's SFT model (trained first if missing), and shared by every method."""
         probe = self.config.probe
-        if probe.target_alpha is None:
+        if not probe.screens():
             return None
         control = self.config.control_method()
         model = self.sft_model(control, seed, base)
@@ -552,21 +560,25 @@ class Runner:
             "prompts": self._fp(self.out / "data" / probe.prompts),
             "targets": self._fp(self.out / "data" / probe.targets),
         }
-        if screened is not None:
-            settings["screened_targets"] = self._fp(screened)
+        target_index = None if screened is None else json.loads(screened.read_text(encoding="utf-8"))["index"]
+        if screened is not None:  # the screening's settings and what it kept (a screening redone may keep others)
+            settings |= {"screened_targets": self._fp(screened), "target_index": target_index}
         marker = out.parent / ".probe.stage.json"
         if self._finished("probe", out, marker, settings):
             return
         self._stage(method, seed, "probe")
         from bridge_pl.analysis.measure import probe_model  # torch: only here
 
-        target_index = None if screened is None else json.loads(screened.read_text(encoding="utf-8"))["index"]
         result = probe_model(
             str(model), str(self.out / "data" / probe.prompts), str(self.out / "data" / probe.targets),
             size=probe.size, num_generations=probe.num_generations, max_new_tokens=probe.max_new_tokens,
             influence=probe.influence, parameters=probe.parameters, seed=seed, engine_kind=self.config.eval_engine,
             target_index=target_index,
         )  # fmt: skip
+        if screened is not None:  # how its targets were chosen, for the report
+            keys = ("parameters", "target_alpha", "target_pool", "screen_generations", "size")
+            screening = {"on": self.config.control_method()} | {k: getattr(probe, k) for k in keys}
+            result["influence"]["screening"] = screening
         out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         self._mark("probe", marker, settings)
 
@@ -595,7 +607,7 @@ class Runner:
         """
         fingerprint = _fingerprint(settings)
         self.fingerprints[str(output)] = fingerprint
-        if marker.is_file():
+        if marker.is_file() and output.exists():  # a marker without its output (deleted by hand) is redone
             recorded = json.loads(marker.read_text(encoding="utf-8"))
             # What the older code would have recorded; kept for every stage that is accepted, since a later stage's
             # marker may still be in the older form (a run cut short, or --methods, after this one was rewritten).
@@ -683,7 +695,7 @@ def build_report(config: ExperimentConfig) -> dict[str, Any]:
     where.mkdir(parents=True, exist_ok=True)
     (where / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     figures = _figures(config, where, runs)
-    (where / "report.md").write_text(_markdown(config, table, figures, finished), encoding="utf-8")
+    (where / "report.md").write_text(_markdown(config, table, figures, finished, runs), encoding="utf-8")
     _tensorboard(where, table, figures)
     return report
 
@@ -704,8 +716,11 @@ def _collect(config: ExperimentConfig, out: Path) -> dict[str, dict[str, Any]]:
             if (run / "probe.json").is_file():
                 probe = json.loads((run / "probe.json").read_text())
                 entry["probe"] = {k: probe[k] for k in ("histogram", "influence") if k in probe}
-                for key in ("prompts", "targets"):  # per-prompt values stay in probe.json
-                    entry["probe"].get("influence", {}).pop(key, None)
+                influence = entry["probe"].get("influence", {})
+                influence.pop("prompts", None)  # per-prompt values stay in probe.json
+                if "targets" in influence:  # written since the targets can be screened: how many, and how chosen
+                    influence["targets"] = {"count": len(influence["targets"]),
+                                            "screening": influence.pop("screening", None)}  # fmt: skip
             entry["reward_curve"] = _reward_curve(out / "tb" / f"{method}_seed{seed}" / "grpo")
             runs[f"{method}/seed_{seed}"] = entry
     return runs
@@ -749,6 +764,7 @@ def _table(config: ExperimentConfig, runs: dict[str, dict[str, Any]]) -> dict[st
         row["informative_mass"] = _stats([p["histogram"]["informative_mass"] for p in probes])
         row["mean_sqrt_var"] = _stats([p["histogram"]["mean_sqrt_var"] for p in probes])
         row["influence_total"] = _stats([p["influence"]["total"] for p in probes if "influence" in p])
+        row["target_grad_norm"] = _stats([p["influence"]["target_grad_norm"] for p in probes if "influence" in p])
         row["rl_steps"] = _stats([len(e["reward_curve"]) for e in entries if e["reward_curve"]])  # early stopping
         table[method] = row
     control = config.control_method()
@@ -790,18 +806,23 @@ def _cell(stats: dict[str, float] | None, scale: float = 100.0, fmt: str = ".1f"
 
 
 def _markdown(
-    config: ExperimentConfig, table: dict[str, dict[str, Any]], figures: dict[str, str], finished: list[int]
+    config: ExperimentConfig,
+    table: dict[str, dict[str, Any]],
+    figures: dict[str, str],
+    finished: list[int],
+    runs: dict[str, dict[str, Any]],
 ) -> str:
     sets = config.test_sets
     head = ["method"] + [f"{name} {col}" for name in sets for col in ("SFT", "RFT", "Δ")]
-    head += ["P(0<α<1)", "E[√α(1−α)]", "influence", "RL steps"]
+    head += ["P(0<α<1)", "E[√α(1−α)]", "influence", "‖T‖", "RL steps"]
     lines = [
         f"# Experiment report (seeds finished by every method: {', '.join(map(str, finished)) or 'none'}; "
         f"configured: {', '.join(map(str, config.seeds))})",
         "",
         "Strict-match greedy accuracy in % (mean ± std over seeds); Δ = RFT − SFT. P(0<α<1), E[√α(1−α)] and the "
         "per-step influence (mean I(q) over the probe prompts, per unit learning rate) are measured on the SFT model "
-        "before RL. RL steps: GRPO steps run (fewer than the budget when validation stopped improving).",
+        "before RL; ‖T‖ is the norm of the target set's reward gradient, which scales every I(q). RL steps: GRPO steps "
+        "run (fewer than the budget when validation stopped improving).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -811,19 +832,41 @@ def _markdown(
         for name in sets:
             cells += [_cell(row[name]["sft"]), _cell(row[name]["rft"]), _cell(row[name]["gain"], fmt="+.1f")]
         cells += [_cell(row["informative_mass"], 1.0, ".2f"), _cell(row["mean_sqrt_var"], 1.0, ".3f"),
-                  _cell(row["influence_total"], 1.0, ".2e"), _cell(row["rl_steps"], 1.0, ".0f")]  # fmt: skip
+                  _cell(row["influence_total"], 1.0, ".2e"), _cell(row["target_grad_norm"], 1.0, ".2e"),
+                  _cell(row["rl_steps"], 1.0, ".0f")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    probe = config.probe
-    if probe.influence and probe.target_alpha is not None:
-        low, high = probe.target_alpha
-        lines += ["", f"Influence targets, per seed: the first {probe.size} of the first {probe.target_pool} "
-                  f"{probe.targets} prompts whose rollout accuracy on the {config.control_method()} SFT model lies in "
-                  f"[{low}, {high}] ({probe.screen_generations} rollouts of their own), the same set for every method; "
-                  f"gradients of {probe.parameters} parameters."]  # fmt: skip
+    lines += _targets_markdown(config, runs)
     lines += _paired_markdown(config, table)
     for title, name in figures.items():
         lines += ["", f"![{title}]({name})"]
     return "\n".join(lines) + "\n"
+
+
+def _targets_markdown(config: ExperimentConfig, runs: dict[str, dict[str, Any]]) -> list[str]:
+    """What the influence's target sets were, read from the probes on disk (not from the config)."""
+    targets = {key: e["probe"]["influence"].get("targets") or {} for key, e in runs.items()
+               if "influence" in e.get("probe", {})}  # fmt: skip
+    if not targets:
+        return []
+    screenings = {json.dumps(t.get("screening"), sort_keys=True) for t in targets.values()}
+    if len(screenings) > 1:
+        unscreened = sorted(key for key, t in targets.items() if not t.get("screening"))
+        return ["", "Influence targets: the probes were made with different target screenings (unscreened: "
+                f"{', '.join(unscreened) or 'none'}); rerun the experiment to make them alike."]  # fmt: skip
+    screening = next(iter(targets.values())).get("screening")
+    counts = {runs[key]["seed"]: t["count"] for key, t in targets.items() if "count" in t}
+    per_seed = ", ".join(f"{n} (seed {s})" for s, n in sorted(counts.items()))
+    if screening is None:
+        return ["", f"Influence targets: the first {per_seed or config.probe.size} {config.probe.targets} prompts, "
+                "unscreened."]  # fmt: skip
+    low, high = screening["target_alpha"]
+    on = screening["on"]
+    return ["", f"Influence targets, per seed: the {config.probe.targets} prompts, of the first "
+            f"{screening['target_pool']}, whose rollout accuracy on the {on} SFT model lay in [{low}, {high}] "
+            f"({screening['screen_generations']} rollouts of their own), at most {screening['size']}, the same set for "
+            f"every method: {per_seed}. Gradients of {screening['parameters']} parameters. A method whose accuracy on "
+            f"these prompts is nearer 0 or 1 than {on}'s has a smaller ‖T‖, and so a smaller influence, whatever its "
+            "training prompts."]  # fmt: skip
 
 
 def _paired_markdown(config: ExperimentConfig, table: dict[str, dict[str, Any]]) -> list[str]:

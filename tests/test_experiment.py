@@ -59,7 +59,7 @@ def micro(config: Path, tmp_path: Path, base_model: Path | None = None) -> Path:
     }  # fmt: skip
     settings["test_sets"] = ["test_id", "test_ood"]
     settings["probe"] |= {"prompts": "rl_train", "targets": "rl_val"}
-    if settings["probe"].get("target_alpha"):  # a micro model is never right: every prompt passes the screening
+    if settings["probe"].get("target_alpha"):  # the whole window: every prompt passes the screening, whatever the model
         settings["probe"] |= {"target_alpha": [0.0, 1.0], "target_pool": 5, "screen_generations": 2}
     if base_model is not None:
         settings["base_model"] = str(base_model)
@@ -98,7 +98,8 @@ def test_tiny_experiment_runs_every_stage_and_reports(tmp_path, capsys):
     assert report["runs"]["vanilla/seed_0"]["reward_curve"]  # read back from the GRPO TensorBoard run
     text = (out / "report.md").read_text()
     assert "| method | test_id SFT | test_id RFT | test_id Δ |" in text and "| vanilla |" in text
-    assert "rollout accuracy on the vanilla SFT model lies in [0.0, 1.0]" in text  # the screened targets are stated
+    assert "rollout accuracy on the vanilla SFT model lay in [0.0, 1.0]" in text  # the screened targets are stated
+    assert "every method: 3 (seed 0)" in text and "| ‖T‖ |" in text
     assert (out / "reward_curves.png").is_file() and (out / "alpha_histograms.png").is_file()
     assert list((out / "tb" / "report").glob("events*"))
     # A second run finds every output and skips every stage.
@@ -181,9 +182,9 @@ def fake_stages(monkeypatch):
         (out / "eval.json").write_text(json.dumps({"splits": splits}))
         done.append(out.name)
 
-    def probe_model(*args, **kwargs):
+    def probe_model(*args, target_index=None, **kwargs):
         done.append("probe")
-        return {"histogram": {"informative_mass": 0.5, "mean_sqrt_var": 0.1, "alphas": []}}
+        return _fake_probe(target_index)
 
     def screen_targets(*args, pool, **kwargs):
         done.append("screen")
@@ -200,6 +201,17 @@ def fake_stages(monkeypatch):
     monkeypatch.setattr(measure, "screen_targets", screen_targets)
     monkeypatch.setattr(model_io, "init_model_dir", init_model_dir)
     return done
+
+
+def _fake_probe(target_index: list[int] | None) -> dict:
+    """What probe_model returns, without measuring: the influence only for screened targets (as in the tiny config)."""
+    from bridge_pl.analysis.influence import influence_by_bin
+
+    result = {"histogram": {"informative_mass": 0.5, "mean_sqrt_var": 0.1, "alphas": []}}
+    if target_index is not None:
+        result["influence"] = {"total": 0.0, "target_grad_norm": 1.0, "by_bin": influence_by_bin([]),
+                               "targets": target_index}  # fmt: skip
+    return result
 
 
 def _fake_config(tmp_path: Path, **changes):
@@ -440,11 +452,13 @@ def test_sets_take_a_size_and_bad_rejection_methods_fail_at_load(tmp_path):
 def test_bad_probe_settings_fail_at_load(tmp_path):
     settings = yaml.safe_load(micro(CONFIGS / "experiments" / "tiny.yaml", tmp_path).read_text())
     cases = {
-        r"probe.target_alpha=\[0.8, 0.2\]": {"target_alpha": [0.8, 0.2]},
-        r"probe.target_alpha=\[0.5\]": {"target_alpha": [0.5]},
-        "target_pool=2 must be at least size=3": {"target_pool": 2},
-        "probe.parameters='embeddings'": {"parameters": "embeddings"},
-    }
+        r"probe: target_alpha=\(0.8, 0.2\)": {"target_alpha": [0.8, 0.2]},
+        r"target_alpha=\(0.5,\)": {"target_alpha": [0.5]},
+        "target_alpha=0.5: give": {"target_alpha": 0.5},
+        "probe: target_pool=2: screen at least size=3 prompts; screen_generations=1: at least 2": {
+            "target_pool": 2, "screen_generations": 1},
+        "probe: parameters='embeddings'": {"parameters": "embeddings"},
+    }  # fmt: skip
     for message, change in cases.items():
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump(settings | {"probe": settings["probe"] | change}))
         with pytest.raises(ValueError, match=message):
@@ -469,7 +483,7 @@ def test_influence_targets_are_screened_once_on_the_control_and_shared_by_every_
     def probe_model(model, *args, target_index=None, **kwargs):
         targets[Path(model).parts[-3]] = target_index
         fake_stages.append("probe")
-        return {"histogram": {"informative_mass": 0.5, "mean_sqrt_var": 0.1, "alphas": []}}
+        return _fake_probe(target_index)
 
     monkeypatch.setattr(measure, "screen_targets", screen_targets)
     monkeypatch.setattr(measure, "probe_model", probe_model)
@@ -491,6 +505,26 @@ def test_influence_targets_are_screened_once_on_the_control_and_shared_by_every_
     with pytest.raises(RuntimeError, match="widen probe.target_alpha or raise probe.target_pool"):
         empty = dataclasses.replace(probe, target_alpha=(0.9, 0.95))
         run_experiment(dataclasses.replace(config, probe=empty, out_dir=str(tmp_path / "other")), log=lambda _: None)
-    # the new settings enter a probe's fingerprint only when set: probes finished before they existed stay finished
-    assert set(ProbeConfig().settings()) == {"prompts", "targets", "size", "num_generations", "max_new_tokens",
-                                             "influence"}  # fmt: skip
+    # the new settings enter a probe's fingerprint only where they take effect: probes finished before they existed
+    # stay finished, and an unused one makes nothing stale
+    original = {"prompts", "targets", "size", "num_generations", "max_new_tokens", "influence"}
+    assert set(ProbeConfig().settings()) == set(ProbeConfig(target_pool=9, screen_generations=3).settings()) == original
+    assert set(ProbeConfig(target_alpha=(0.1, 0.9), influence=False, parameters="all").settings()) == original
+    assert set(ProbeConfig(target_alpha=(0.1, 0.9)).settings()) == original | {"target_alpha", "target_pool",
+                                                                                "screen_generations"}  # fmt: skip
+
+
+def test_no_screening_without_the_influence_and_a_marker_without_its_output_is_redone(tmp_path, fake_stages):
+    import dataclasses
+
+    from bridge_pl.experiment import run_experiment
+
+    config = _fake_config(tmp_path)
+    config = dataclasses.replace(config, probe=dataclasses.replace(config.probe, target_alpha=(0.0, 1.0),
+                                                                   target_pool=5, influence=False))  # fmt: skip
+    run_experiment(config, log=lambda _: None)
+    assert "screen" not in fake_stages and not (tmp_path / "out" / "probe_targets").exists()
+    fake_stages.clear()
+    (tmp_path / "out" / "vanilla" / "seed_0" / "probe.json").unlink()  # its marker stays
+    run_experiment(config, log=lambda _: None)
+    assert fake_stages == ["probe"]

@@ -851,8 +851,11 @@ def _targets_markdown(config: ExperimentConfig, runs: dict[str, dict[str, Any]])
     screenings = {json.dumps(t.get("screening"), sort_keys=True) for t in targets.values()}
     if len(screenings) > 1:
         unscreened = sorted(key for key, t in targets.items() if not t.get("screening"))
-        return ["", "Influence targets: the probes were made with different target screenings (unscreened: "
-                f"{', '.join(unscreened) or 'none'}); rerun the experiment to make them alike."]  # fmt: skip
+        return [
+            "",
+            "Influence targets: the probes were made with different target screenings (unscreened: "
+            f"{', '.join(unscreened) or 'none'}); `bridge experiment run --force` remakes the stale ones.",
+        ]
     screening = next(iter(targets.values())).get("screening")
     counts = {runs[key]["seed"]: t["count"] for key, t in targets.items() if "count" in t}
     per_seed = ", ".join(f"{n} (seed {s})" for s, n in sorted(counts.items()))

@@ -528,3 +528,20 @@ def test_no_screening_without_the_influence_and_a_marker_without_its_output_is_r
     (tmp_path / "out" / "vanilla" / "seed_0" / "probe.json").unlink()  # its marker stays
     run_experiment(config, log=lambda _: None)
     assert fake_stages == ["probe"]
+
+
+def test_the_report_says_when_probes_were_made_with_different_target_screenings(tmp_path):
+    from bridge_pl.experiment import _targets_markdown
+
+    config = _fake_config(tmp_path)
+    screening = {"on": "vanilla", "parameters": "all", "target_alpha": [0.25, 0.75], "target_pool": 200,
+                 "screen_generations": 16, "size": 64}  # fmt: skip
+    runs = {
+        "vanilla/seed_0": {"seed": 0, "probe": {"influence": {"targets": {"count": 27, "screening": screening}}}},
+        "bridge/seed_0": {"seed": 0, "probe": {"influence": {"targets": {"count": 27, "screening": screening}}}},
+    }
+    (text,) = _targets_markdown(config, runs)[1:]
+    assert "in [0.25, 0.75]" in text and "every method: 27 (seed 0)" in text and "all parameters" in text
+    runs["bridge/seed_1"] = {"seed": 1, "probe": {"influence": {"total": 0.0}}}  # made before targets were recorded
+    (text,) = _targets_markdown(config, runs)[1:]
+    assert "different target screenings (unscreened: bridge/seed_1)" in text and "--force" in text

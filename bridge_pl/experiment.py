@@ -49,6 +49,7 @@ __all__ = [
     "RejectionConfig",
     "build_report",
     "load_config",
+    "read_settings",
     "run_experiment",
 ]
 
@@ -242,7 +243,7 @@ class ExperimentConfig:
 
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read an experiment YAML; unknown keys and missing required ones are errors naming them."""
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    raw = read_settings(path)
     try:
         methods = {name: _method(name, spec or {}) for name, spec in raw.pop("methods").items()}
         probe = _build(ProbeConfig, raw.pop("probe", {}) or {}, "probe")
@@ -282,6 +283,38 @@ def load_config(path: str | Path) -> ExperimentConfig:
         except ValueError as err:
             raise ValueError(f"{path}: pretrain: {err}") from err
     return config
+
+
+def read_settings(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """An experiment YAML as a mapping, merged over the config(s) it ``extends`` (paths relative to the file).
+
+    Mappings merge key by key, at every depth (a part config adds its methods to the main config's); any other
+    value replaces the earlier one. Several parents merge in the order given (a later one wins with what it
+    inherits too), then the file itself. Configs that must share finished stages thus share their settings.
+    """
+    path = Path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ValueError(f"{path}: extends loops back to itself ({chain}); remove one extends")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: an experiment config is a mapping of keys, not {type(raw).__name__}")
+    parents = raw.pop("extends", None) or []
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        parent_path = path.parent / str(parent)
+        if not parent_path.is_file():
+            raise ValueError(f"{path}: extends {parent!r}: no file {parent_path} (paths are relative to the config)")
+        merged = _merge(merged, read_settings(parent_path, (*_seen, path.resolve())))
+    return _merge(merged, raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
 
 
 def set_plan(spec: str | dict[str, Any], task: str = DEFAULT_TASK) -> GenerationPlan:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bridge_pl.cli import main as bridge_main
-from bridge_pl.experiment import load_config
+from bridge_pl.experiment import load_config, read_settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -33,10 +33,13 @@ MICRO_GRPO = [
 
 def micro(config: Path, tmp_path: Path, base_model: Path | None = None) -> Path:
     """The experiment with everything shrunk to seconds: 1 seed, 2 SFT steps, 1 GRPO step, 4 problems; the first
-    method, and the first rejection-sampling method with its source (its sampling shrunk too). The config's own
-    GRPO arguments (early stopping) run, before the micro ones."""
-    settings = yaml.safe_load(config.read_text())
-    methods = dict(list(settings["methods"].items())[:1])
+    method the file names itself (the first of those it extends when it names none), and the first
+    rejection-sampling method with its source (its sampling shrunk too). The config's own GRPO arguments (early
+    stopping) run, before the micro ones."""
+    settings = read_settings(config)
+    own = (yaml.safe_load(config.read_text()).get("methods") or {}).keys()
+    first = next(iter(own), next(iter(settings["methods"])))
+    methods = {first: settings["methods"][first]}
     rejection = next((name for name, spec in settings["methods"].items() if (spec or {}).get("rejection")), None)
     if rejection is not None:
         spec = settings["methods"][rejection]
@@ -108,7 +111,11 @@ def test_tiny_experiment_runs_every_stage_and_reports(tmp_path, capsys):
     assert "[experiment]" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("config", [p for p in EXPERIMENTS if p.name != "tiny.yaml"], ids=lambda p: p.name)
+# tiny_baselines.yaml names no method of its own: its methods run in the part configs it extends.
+OWN_METHODS = [p for p in EXPERIMENTS if p.name != "tiny.yaml" and yaml.safe_load(p.read_text()).get("methods")]
+
+
+@pytest.mark.parametrize("config", OWN_METHODS, ids=lambda p: p.name)
 def test_paper_experiment_configs_run_on_the_tiny_model(config, tmp_path, monkeypatch):
     import bridge_pl.analysis.rejection as rejection
 
@@ -128,6 +135,46 @@ def test_bad_experiment_configs_are_refused(tmp_path):
     assert bridge_main(["experiment", "run", "--config", str(path)]) == 2
     path.write_text(yaml.safe_dump({"out_dir": "x", "sft_config": "a", "grpo_config": "b", "methods": {"v": {}}}))
     assert bridge_main(["experiment", "run", "--config", str(path), "--methods", "bridge"]) == 2
+
+
+def test_a_config_extends_others_merging_mappings_and_replacing_the_rest(tmp_path, capsys):
+    base = {"out_dir": "o", "sft_config": "a", "grpo_config": "b", "seeds": [0, 1],
+            "methods": {"v": {"style": "plain"}}, "probe": {"size": 8, "influence": True}}  # fmt: skip
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "a.yaml").write_text(yaml.safe_dump({"extends": "../base.yaml", "seeds": [2],
+                                                                "methods": {"x": {"style": "bridge"}}}))  # fmt: skip
+    (tmp_path / "parts" / "b.yaml").write_text(yaml.safe_dump({"extends": "../base.yaml", "probe": {"size": 4},
+                                                                "methods": {"v": {"copies": 2}}}))  # fmt: skip
+    (tmp_path / "parts" / "ab.yaml").write_text(yaml.safe_dump({"extends": ["a.yaml", "b.yaml"], "report_dir": "r"}))
+    settings = read_settings(tmp_path / "parts" / "ab.yaml")
+    # Lists and scalars replace; a later parent wins with what it inherits too (b's seeds are base's).
+    assert settings["seeds"] == [0, 1] and settings["report_dir"] == "r"
+    assert read_settings(tmp_path / "parts" / "a.yaml")["seeds"] == [2]
+    assert settings["methods"] == {"v": {"style": "plain", "copies": 2}, "x": {"style": "bridge"}}  # mappings merge
+    assert settings["probe"] == {"size": 4, "influence": True}
+    assert list(load_config(tmp_path / "parts" / "ab.yaml").methods) == ["v", "x"]  # the parent's methods first
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump({"extends": "loop2.yaml"}))
+    (tmp_path / "loop2.yaml").write_text(yaml.safe_dump({"extends": "loop.yaml"}))
+    (tmp_path / "lost.yaml").write_text(yaml.safe_dump({"extends": "nowhere.yaml"}))
+    for name, message in (("loop.yaml", "loops back"), ("lost.yaml", "no file")):
+        assert bridge_main(["experiment", "run", "--config", str(tmp_path / name)]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_the_tiny_part_configs_share_every_stage_setting_with_tiny_yaml():
+    """A part differs from tiny.yaml only in its methods, seeds and report folder, so it reuses tiny.yaml's stages."""
+    main = read_settings(CONFIGS / "experiments" / "tiny.yaml")
+    parts = [p for p in EXPERIMENTS if p.name.startswith("tiny_")]
+    assert {p.name for p in parts} >= {"tiny_ablations.yaml", "tiny_baselines.yaml", "tiny_rejection.yaml"}
+    for path in parts:
+        settings = read_settings(path)
+        for key in ("methods", "seeds", "report_dir"):
+            settings.pop(key, None)
+        assert settings == {k: v for k, v in main.items() if k not in ("methods", "seeds")}, path.name
+        assert set(load_config(path).methods) >= set(main["methods"]), path.name  # vanilla and BRIDGE in every report
+    union = load_config(CONFIGS / "experiments" / "tiny_baselines.yaml").methods
+    assert set(union) == {m for p in parts for m in load_config(p).methods}
 
 
 def test_method_overrides_reach_the_plan_and_bad_ones_fail_at_load(tmp_path, capsys):

@@ -57,7 +57,6 @@ def main() -> None:
     engine, tokenizer, model = bound_engine(args.model, "hf")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=args.max_new_tokens)
-    sample = lambda ids, n, s, seed: engine.generate(ids, n, s, seed=seed)  # noqa: E731
     start = time.perf_counter()
     probe = load_prompt_set(args.probe, tokenizer, args.probe_size)
     if args.target_pool and not args.target_alpha:
@@ -66,7 +65,7 @@ def main() -> None:
         raise SystemExit("--fresh-generations: need at least 2 (each rollout's baseline is its prompt's others)")
     target = load_prompt_set(args.target, tokenizer, args.target_pool or args.target_size)
     if args.target_alpha:
-        screen = sample_probe(sample, target, args.screen_generations, sampling, 4 * args.seed + 3)
+        screen = sample_probe(engine.generate, target, args.screen_generations, sampling, 4 * args.seed + 3)
         in_range = alpha_window(screen, *args.target_alpha, len(target))
         keep = in_range[: args.target_size]
         if not keep:
@@ -76,9 +75,9 @@ def main() -> None:
               f"{args.target_alpha}")  # fmt: skip
         target = target.subset(keep)
     # one sampling seed per role and run (4 seed + role): no two roles or runs share a rollout
-    train = sample_probe(sample, probe, args.num_generations, sampling, 4 * args.seed)
-    targets = sample_probe(sample, target, args.num_generations, sampling, 4 * args.seed + 1)
-    fresh = sample_probe(sample, target, args.fresh_generations, sampling, 4 * args.seed + 2)
+    train = sample_probe(engine.generate, probe, args.num_generations, sampling, 4 * args.seed)
+    targets = sample_probe(engine.generate, target, args.num_generations, sampling, 4 * args.seed + 1)
+    fresh = sample_probe(engine.generate, target, args.fresh_generations, sampling, 4 * args.seed + 2)
     predicted = {}
     for subset in dict.fromkeys([args.parameters, "all"]):
         space = GradientSpace(select_parameters(model, subset))

@@ -50,8 +50,9 @@ def probe_model(
     """
     rollout, tokenizer, model = bound_engine(model_dir, engine_kind)
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
-    sample = lambda ids, n, s, seed_: rollout.generate(ids, n, s, seed=seed_)  # noqa: E731
-    train = sample_probe(sample, load_prompt_set(probe_path, tokenizer, size), num_generations, sampling, seed)
+    train = sample_probe(
+        rollout.generate, load_prompt_set(probe_path, tokenizer, size), num_generations, sampling, seed
+    )
     result: dict[str, Any] = {
         "model": model_dir,
         "histogram": {**accuracy_histogram(train.alphas), "alphas": train.alphas},
@@ -61,7 +62,7 @@ def probe_model(
             target_prompts = load_prompt_set(target_path, tokenizer, size)
         else:
             target_prompts = load_prompt_set(target_path, tokenizer, max(target_index) + 1).subset(target_index)
-        targets = sample_probe(sample, target_prompts, num_generations, sampling, seed + 1)
+        targets = sample_probe(rollout.generate, target_prompts, num_generations, sampling, seed + 1)
         space = GradientSpace(select_parameters(model, parameters), sketch_dim=sketch_dim, seed=seed)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         terms, target = measure_influence(model, space, train, targets, pad)
@@ -85,7 +86,8 @@ def screen_targets(
     """Rollout accuracy of the model on each of the first `pool` target prompts (`num_generations` rollouts each)."""
     rollout, tokenizer, _ = bound_engine(model_dir, engine_kind)
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
-    sample = lambda ids, n, s, seed_: rollout.generate(ids, n, s, seed=seed_)  # noqa: E731
-    screened = sample_probe(sample, load_prompt_set(target_path, tokenizer, pool), num_generations, sampling, seed)
+    screened = sample_probe(
+        rollout.generate, load_prompt_set(target_path, tokenizer, pool), num_generations, sampling, seed
+    )
     rollout.close()
     return screened.alphas

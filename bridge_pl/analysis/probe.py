@@ -37,7 +37,8 @@ __all__ = [
     "spearman",
 ]
 
-Sampler = Callable[[list[list[int]], int, SamplingConfig, int], list[list[Completion]]]
+Sampler = Callable[..., list[list[Completion]]]
+"""`sample(prompt_ids, n, sampling, seed=seed)` -> n completions per prompt: a rollout engine's `generate`."""
 
 
 @dataclass
@@ -55,8 +56,9 @@ class ProbeRollouts:
 
 
 def sample_probe(sample: Sampler, probe: PromptSet, n: int, sampling: SamplingConfig, seed: int) -> ProbeRollouts:
-    """`n` rollouts of every probe prompt from `sample(prompt_ids, n, sampling, seed)`, judged by the probe's task."""
-    groups = sample(probe.prompt_ids, n, sampling, seed)
+    """`n` rollouts of every probe prompt from `sample(prompt_ids, n, sampling, seed=seed)` (an engine's `generate`),
+    judged by the probe's task."""
+    groups = sample(probe.prompt_ids, n, sampling, seed=seed)
     correct = [
         [probe.task.is_correct(c.text, truth) for c in group]
         for group, truth in zip(groups, probe.ground_truth, strict=True)

@@ -123,8 +123,7 @@ def rejection_sample(
     try:
         prompts = load_prompt_set(prompts_path, tokenizer, size)
         sampling = SamplingConfig(temperature=settings.temperature, max_new_tokens=settings.max_new_tokens)
-        sample = lambda ids, n, s, seed_: engine.generate(ids, n, s, seed=seed_)  # noqa: E731
-        rollouts = sample_probe(sample, prompts, settings.num_generations, sampling, seed)
+        rollouts = sample_probe(engine.generate, prompts, settings.num_generations, sampling, seed)
     finally:
         engine.close()
     texts = [[c.text for c in group] for group in rollouts.completions]

@@ -216,6 +216,8 @@ class ExperimentConfig:
     """Rollout engine of evaluation and probes (hf or vllm)."""
     eval_limit: int | None = None
     """Evaluate the first N problems of each test set only (None: all; quick runs)."""
+    eval_batch_size: int = 64
+    """Questions per generate call in evaluation (`bridge eval --batch-size`): larger on a GPU."""
     probe: ProbeConfig = ProbeConfig()
     """Pre-RL diagnostics."""
     control: str | None = None
@@ -262,6 +264,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ValueError(f"{path}: methods is empty")
     if config.control is not None and config.control not in config.methods:
         raise ValueError(f"{path}: control={config.control!r} is not one of the methods ({', '.join(config.methods)})")
+    if config.eval_batch_size < 1:
+        raise ValueError(f"{path}: eval_batch_size={config.eval_batch_size}: at least 1")
     if config.eval_engine not in ("hf", "vllm"):
         raise ValueError(f"{path}: eval_engine={config.eval_engine!r}: choose hf or vllm")
     _check_probe(path, config.probe)
@@ -526,11 +530,14 @@ class Runner:
             "max_new_tokens": self.config.eval_max_new_tokens,
             "test_sets": {name: self._fp(self.out / "data" / name) for name in self.config.test_sets},
         }
+        if self.config.eval_batch_size != 64:  # greedy numbers can differ with the batch; the default kept old marks
+            settings["batch_size"] = self.config.eval_batch_size
         if self._finished(stage, out, out / ".stage.json", settings):
             return
         self._stage(method, seed, stage)
         argv = ["eval", "--model", str(model), "--out", str(out), "--engine", self.config.eval_engine,
-                "--max-new-tokens", str(self.config.eval_max_new_tokens)]  # fmt: skip
+                "--max-new-tokens", str(self.config.eval_max_new_tokens),
+                "--batch-size", str(self.config.eval_batch_size)]  # fmt: skip
         for name in self.config.test_sets:
             argv += ["--data", f"{name}={self.out / 'data' / name}"]
         if self.config.eval_limit:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # the check_* functions are called by name ("check_${name//-/_}")
-# The GPU lane: six named checks on one CUDA device, each under its own time limit, < 9 minutes in all.
+# The GPU lane: six named checks on one CUDA device, each under its own time limit, < 9 minutes in all, and one
+# opt-in check (run only when named) that needs most of a device session on its own.
 #
 #   bash scripts/gpu_check.sh              # every check; logs and summary.txt under ${OUT:-/tmp/gpu_check}
 #   bash scripts/gpu_check.sh --only bench-sft,grpo-run
+#   bash scripts/gpu_check.sh --only experiment   # configs/experiments/gpu_small.yaml, ~10 min; its report in OUT
 #   bash scripts/gpu_check.sh --list | --dry-run | --help
 #   bash scripts/gpu_check.sh --cpu        # rehearse the plumbing on a CPU (tiny sizes; the figures mean nothing)
 #
@@ -23,7 +25,9 @@ LOG_DIR=${OUT:-/tmp/gpu_check}
 WHEELS=${BRIDGE_WHEELS:-$ROOT/.whl}
 
 CHECKS=(gpu-tier bench-sft bench-grpo bench-rollout grpo-run sft-fsdp2)
-declare -A LIMIT=([gpu-tier]=120 [bench-sft]=120 [bench-grpo]=60 [bench-rollout]=45 [grpo-run]=90 [sft-fsdp2]=60)
+OPT_IN=(experiment)  # run only when named in --only
+declare -A LIMIT=([gpu-tier]=120 [bench-sft]=120 [bench-grpo]=60 [bench-rollout]=45 [grpo-run]=90 [sft-fsdp2]=60
+                  [experiment]=560)
 declare -A ABOUT=(
   [gpu-tier]="pytest -m gpu: SFT and GRPO through the CLI on the GPU in bf16 (2-GPU FSDP tests skip on 1)"
   [bench-sft]="scripts/bench_sft.py: sdpa + bf16, then packed rows with flash_attention_2 (if flash_attn imports)"
@@ -31,12 +35,14 @@ declare -A ABOUT=(
   [bench-rollout]="scripts/bench_rollout.py: generated tokens/s of HFEngine's loop, static cache and continuous batching against generate"
   [grpo-run]="bridge fit configs/grpo/tiny.yaml: a from-scratch llama-30m, bf16, a few steps; reward, step time"
   [sft-fsdp2]="bridge fit configs/sft/tiny.yaml + configs/trainer/fsdp2.yaml on 1 device (FSDP2 over a 1-GPU mesh)"
+  [experiment]="bridge experiment run configs/experiments/gpu_small.yaml: vanilla vs BRIDGE at llama-30m, one seed"
 )
 # Python modules each check imports (one missing fails the check with its name instead of a traceback).
 BASE="torch lightning transformers peft torchmetrics tensorboard tqdm pyarrow yaml safetensors tokenizers"
 CLI="jsonargparse docstring_parser typeshed_client"  # LightningCLI needs jsonargparse[signatures]
 declare -A NEEDS=([gpu-tier]="$BASE $CLI pytest hypothesis" [bench-sft]="$BASE" [bench-grpo]="$BASE"
-                  [bench-rollout]="$BASE" [grpo-run]="$BASE $CLI" [sft-fsdp2]="$BASE $CLI")
+                  [bench-rollout]="$BASE" [grpo-run]="$BASE $CLI" [sft-fsdp2]="$BASE $CLI"
+                  [experiment]="$BASE $CLI matplotlib")
 
 usage() {
   sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' | grep -v shellcheck | sed 's/^# \{0,1\}//'
@@ -48,6 +54,8 @@ usage() {
 list_checks() {
   local name
   for name in "${CHECKS[@]}"; do printf '%-11s %4ss  %s\n' "$name" "${LIMIT[$name]}" "${ABOUT[$name]}"; done
+  for name in "${OPT_IN[@]}"; do printf '%-11s %4ss  (opt-in: --only %s) %s\n' "$name" "${LIMIT[$name]}" "$name" \
+    "${ABOUT[$name]}"; done
 }
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -70,7 +78,7 @@ if [[ -n $ONLY ]]; then
   IFS=, read -r -a wanted <<<"$ONLY"
   for name in "${wanted[@]}"; do
     if [[ -z ${LIMIT[$name]+x} ]]; then
-      echo "gpu_check: unknown check '$name' in --only; the checks are: ${CHECKS[*]}" >&2
+      echo "gpu_check: unknown check '$name' in --only; the checks are: ${CHECKS[*]} ${OPT_IN[*]}" >&2
       exit 2
     fi
     SELECTED+=("$name")
@@ -95,12 +103,16 @@ else
   SFT_ROWS=32 SFT_STEPS=3 SFT_BATCH=4
 fi
 # Seconds for the whole lane: a check never gets more than what is left. A 2-core CPU rehearsal needs 3x longer.
+# The opt-in check brings its own time: the budget is at least the selected limits' sum.
+SELECTED_SUM=0
+for name in "${SELECTED[@]}"; do SELECTED_SUM=$((SELECTED_SUM + LIMIT[$name])); done
 if [[ $MODE == cpu ]]; then
-  for name in "${CHECKS[@]}"; do LIMIT[$name]=$((LIMIT[$name] * 3)); done
-  BUDGET=${GPU_CHECK_BUDGET:-1500}
+  for name in "${CHECKS[@]}" "${OPT_IN[@]}"; do LIMIT[$name]=$((LIMIT[$name] * 3)); done
+  BUDGET=$((3 * SELECTED_SUM + 15 > 1500 ? 3 * SELECTED_SUM + 15 : 1500))
 else
-  BUDGET=${GPU_CHECK_BUDGET:-525}
+  BUDGET=$((SELECTED_SUM + 15 > 525 ? SELECTED_SUM + 15 : 525))
 fi
+BUDGET=${GPU_CHECK_BUDGET:-$BUDGET}
 BRIDGE=("$PY" -m bridge_pl.cli)
 ON_DEVICE=(--trainer.accelerator "$ACCEL" --trainer.devices 1 --trainer.precision "$PREC"
            --trainer.enable_progress_bar false --trainer.log_every_n_steps 1)
@@ -116,7 +128,9 @@ show() {  # the command as it would be typed; the TensorBoard snippet by its nam
   local arg
   printf '+'
   for arg in "$@"; do
-    if [[ $arg == "$TB_SUMMARY" ]]; then printf ' %s' '<tensorboard summary snippet>'; else printf ' %q' "$arg"; fi
+    if [[ $arg == "$TB_SUMMARY" ]]; then printf ' %s' '<tensorboard summary snippet>'
+    elif [[ $arg == "${EXPERIMENT_SUMMARY:-}" ]]; then printf ' %s' '<experiment report snippet>'
+    else printf ' %q' "$arg"; fi
   done
 }
 
@@ -270,6 +284,61 @@ check_sft_fsdp2() {
   STATUS=pass FIGURE=$(last_line '^figure:' | sed 's/^figure: //; s#train/tokens_per_sec#tok/s#; s#train/##')
 }
 
+# The report's gains, one line per method, and the figure line.
+EXPERIMENT_SUMMARY='
+import json, sys
+report = json.load(open(sys.argv[1]))
+parts = []
+for method, row in report["table"].items():
+    cells, gains = [], []
+    for split in ("test_id", "test_ood"):
+        if (row.get(split) or {}).get("gain"):
+            sft, rft, gain = (100 * row[split][key]["mean"] for key in ("sft", "rft", "gain"))
+            cells.append(f"{split} {sft:.1f} -> {rft:.1f} ({gain:+.1f})")
+            gains.append(f"{gain:+.1f}")
+    print(f"{method}: " + ", ".join(cells))
+    parts.append(f"{method} " + " / ".join(gains))
+print("finished seeds:", report["finished_seeds"])
+print("figure: RL gain ID / OOD: " + "; ".join(parts))
+'
+
+check_experiment() {
+  local config=configs/experiments/gpu_small.yaml out=runs/experiments/gpu_small
+  if [[ $MODE == cpu ]]; then  # the same config shrunk to seconds: a 1M model, a few problems, steps and tokens
+    config=$WORK/gpu_small_cpu.yaml out=$WORK/experiment
+    ((DRY_RUN)) || cpu_experiment "$config" "$out"
+  fi
+  STATUS=fail
+  if ! { FIGURE="bridge experiment run failed" && step "${BRIDGE[@]}" experiment run --config "$config" &&
+    FIGURE="no report" && step "$PY" -c "$EXPERIMENT_SUMMARY" "$out/report.json"; }; then
+    FIGURE+=" ($STEP_WHY)"
+    return
+  fi
+  ((DRY_RUN)) || cp "$out/report.md" "$out/report.json" "$out"/*.png "$LOG_DIR/" 2>/dev/null
+  STATUS=pass FIGURE=$(last_line '^figure:' | sed 's/^figure: //')
+}
+
+cpu_experiment() {  # CONFIG OUT: gpu_small.yaml with every size shrunk, on the CPU
+  local sft=(--trainer.max_steps 2 --trainer.val_check_interval 2 --trainer.limit_val_batches 1
+             --data.init_args.limit 16 --data.init_args.batch_size 4 --trainer.accelerator cpu
+             --trainer.precision 32-true)
+  cat >"$1" <<YAML
+extends: $ROOT/configs/experiments/gpu_small.yaml
+out_dir: $2
+base_preset: llama-1m
+pretrain: {size: 16, args: [$(printf '"%s", ' "${sft[@]}")]}
+sft_args: [$(printf '"%s", ' "${sft[@]}")]
+grpo_args: [--trainer.max_steps=1, --trainer.val_check_interval=1, --trainer.limit_val_batches=1,
+            --trainer.accelerator=cpu, --trainer.precision=32-true, --data.init_args.batch_size=2,
+            --data.init_args.limit_val=2, --model.init_args.rollout.num_generations=2,
+            --model.init_args.rollout.sampling.max_new_tokens=8]
+eval_limit: 4
+eval_max_new_tokens: 8
+probe: {size: 3, num_generations: 2, max_new_tokens: 8, target_alpha: [0.0, 1.0], target_pool: 5,
+        screen_generations: 2}
+YAML
+}
+
 model_written() {  # the fit wrote a loadable-looking Hugging Face directory
   ((DRY_RUN)) && return 0
   [[ -f $1/config.json ]] || { STEP_WHY="no $1/config.json"; return 1; }
@@ -325,7 +394,7 @@ if ((DRY_RUN)); then
 fi
 
 mkdir -p "$LOG_DIR" || exit 2
-for name in preflight "${CHECKS[@]}"; do rm -f "$LOG_DIR/$name.log"; done
+for name in preflight "${CHECKS[@]}" "${OPT_IN[@]}"; do rm -f "$LOG_DIR/$name.log"; done
 rm -f "$LOG_DIR/summary.txt"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_work.XXXXXX") || exit 2
 [[ ${GPU_CHECK_KEEP:-0} == 1 ]] || trap 'rm -rf "$WORK"' EXIT

@@ -111,11 +111,11 @@ def test_tiny_experiment_runs_every_stage_and_reports(tmp_path, capsys):
     assert "[experiment]" not in capsys.readouterr().out
 
 
-# tiny_baselines.yaml names no method of its own: its methods run in the part configs it extends.
-OWN_METHODS = [p for p in EXPERIMENTS if p.name != "tiny.yaml" and yaml.safe_load(p.read_text()).get("methods")]
+# tiny.yaml has the test above; tiny_baselines.yaml is the union of the part configs it extends, each run here.
+MICRO_RUN = [p for p in EXPERIMENTS if p.name not in ("tiny.yaml", "tiny_baselines.yaml")]
 
 
-@pytest.mark.parametrize("config", OWN_METHODS, ids=lambda p: p.name)
+@pytest.mark.parametrize("config", MICRO_RUN, ids=lambda p: p.name)
 def test_paper_experiment_configs_run_on_the_tiny_model(config, tmp_path, monkeypatch):
     import bridge_pl.analysis.rejection as rejection
 
@@ -279,6 +279,23 @@ def test_rerun_with_same_config_skips_every_stage(tmp_path, fake_stages):
     fake_stages.clear()
     run_experiment(config, log=lambda _: None)
     assert fake_stages == []
+
+
+def test_eval_batch_size_reaches_bridge_eval_and_marks_only_when_set(tmp_path, fake_stages, monkeypatch):
+    import dataclasses
+
+    from bridge_pl.experiment import Runner, run_experiment
+
+    calls: list[list[str]] = []
+    bridge = Runner._bridge
+    monkeypatch.setattr(Runner, "_bridge", lambda self, argv: (calls.append(argv), bridge(self, argv)))
+    config = _fake_config(tmp_path)
+    run_experiment(config, log=lambda _: None)
+    marker = tmp_path / "out" / "vanilla" / "seed_0" / "sft_eval" / ".stage.json"
+    assert "batch_size" not in json.loads(marker.read_text())["settings"]  # markers of the default stay as they were
+    assert calls[0][calls[0].index("--batch-size") + 1] == "64"
+    with pytest.raises(ValueError, match="batch_size"):  # another batch size is another evaluation
+        run_experiment(dataclasses.replace(config, eval_batch_size=256), log=lambda _: None)
 
 
 def test_changed_method_refuses_then_force_redoes_it_and_downstream(tmp_path, fake_stages):

@@ -63,13 +63,27 @@ def test_help_names_every_option():
         assert option in result.stdout
 
 
-def test_list_names_the_five_checks_within_eight_minutes():
+def test_list_names_the_checks_within_nine_minutes_and_the_opt_in_one_apart():
     result = gpu_check("--list")
     assert result.returncode == 0
     rows = [line.split() for line in result.stdout.splitlines()]
-    assert tuple(row[0] for row in rows) == CHECKS
+    assert tuple(row[0] for row in rows) == (*CHECKS, "experiment")
     limits = [int(row[1].rstrip("s")) for row in rows]
-    assert all(limit > 0 for limit in limits) and sum(limits) <= 525
+    assert all(limit > 0 for limit in limits) and sum(limits[:-1]) <= 525
+    assert "(opt-in: --only experiment)" in result.stdout.splitlines()[-1]
+
+
+def test_the_opt_in_experiment_runs_only_when_named_with_a_budget_of_its_own():
+    from bridge_pl.experiment import load_config
+
+    assert "== experiment" not in gpu_check("--dry-run").stdout
+    result = gpu_check("--only", "experiment", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    (run,) = commands(result.stdout, "bridge_pl.cli")
+    assert run == ["experiment", "run", "--config", "configs/experiments/gpu_small.yaml"]
+    config = load_config(ROOT / run[-1])
+    assert config.base_preset == "llama-30m" and "--trainer.accelerator=gpu" in config.grpo_args
+    assert "<experiment report snippet> runs/experiments/gpu_small/report.json" in result.stdout
 
 
 def test_unknown_check_is_refused_by_name():

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 STAGES = ("data", "sft", "sft_eval", "probe", "grpo", "rft_eval")
+EVAL_BATCH_SIZE = 64  # bridge eval's and the probes' batch; stages recorded before it was a setting ran at it
 TINY_SETS = {
     "rl_train": "tiny_rl_train",
     "rl_val": "tiny_rl_val",
@@ -138,6 +139,8 @@ class ProbeConfig:
     """Target prompts screened (with `target_alpha`)."""
     screen_generations: int = 16
     """Rollouts per target prompt in the screening."""
+    batch_size: int = EVAL_BATCH_SIZE
+    """Rollouts per generate call of the probe and the screening (larger on a GPU)."""
 
     def screens(self) -> bool:
         """Whether the influence's targets are screened (`target_alpha` set and the influence measured)."""
@@ -148,7 +151,8 @@ class ProbeConfig:
         not its default (so probes finished before it existed stay finished, and an unused key changes nothing)."""
         values = dataclasses.asdict(self)
         later = {"parameters": self.influence and self.parameters != "last_layers", "target_alpha": self.screens(),
-                 "target_pool": self.screens(), "screen_generations": self.screens()}  # fmt: skip
+                 "target_pool": self.screens(), "screen_generations": self.screens(),
+                 "batch_size": self.batch_size != EVAL_BATCH_SIZE}  # fmt: skip
         return {k: v for k, v in values.items() if later.get(k, True)}
 
 
@@ -216,7 +220,7 @@ class ExperimentConfig:
     """Rollout engine of evaluation and probes (hf or vllm)."""
     eval_limit: int | None = None
     """Evaluate the first N problems of each test set only (None: all; quick runs)."""
-    eval_batch_size: int = 64
+    eval_batch_size: int = EVAL_BATCH_SIZE
     """Questions per generate call in evaluation (`bridge eval --batch-size`): larger on a GPU."""
     probe: ProbeConfig = ProbeConfig()
     """Pre-RL diagnostics."""
@@ -247,6 +251,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
     """Read an experiment YAML; unknown keys and missing required ones are errors naming them."""
     raw = read_settings(path)
     try:
+        if "methods" in raw and not isinstance(raw["methods"], dict):
+            raise ValueError(f"methods must map each method's name to its settings, not {raw.get('methods')!r}")
         methods = {name: _method(name, spec or {}) for name, spec in raw.pop("methods").items()}
         probe = _build(ProbeConfig, raw.pop("probe", {}) or {}, "probe")
         pretrain = raw.pop("pretrain", None)
@@ -254,6 +260,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
         config = _build(ExperimentConfig, raw | {"methods": methods, "probe": probe, "pretrain": pretrain}, "")
     except KeyError as err:
         raise ValueError(f"{path}: missing key {err}") from err
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
     unknown_sets = [s for s in (*config.test_sets, config.probe.prompts, config.probe.targets, "rl_train", "rl_val")
                     if s not in config.sets]  # fmt: skip
     if unknown_sets:
@@ -292,9 +300,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
 def read_settings(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """An experiment YAML as a mapping, merged over the config(s) it ``extends`` (paths relative to the file).
 
-    Mappings merge key by key, at every depth (a part config adds its methods to the main config's); any other
-    value replaces the earlier one. Several parents merge in the order given (a later one wins with what it
-    inherits too), then the file itself. Configs that must share finished stages thus share their settings.
+    Mappings merge key by key, at every depth (a part config adds its methods to the main config's; a method,
+    set or probe spec given again changes only the fields it names); any other value replaces the earlier one.
+    Several parents merge in the order given (a later one wins with what it inherits too), then the file itself.
+    Configs that must share finished stages thus share their settings.
     """
     path = Path(path)
     if path.resolve() in _seen:
@@ -304,20 +313,28 @@ def read_settings(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: an experiment config is a mapping of keys, not {type(raw).__name__}")
     parents = raw.pop("extends", None) or []
+    parents = [parents] if isinstance(parents, str) else parents
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ValueError(f"{path}: extends={parents!r}: give a config path or a list of them")
     merged: dict[str, Any] = {}
-    for parent in [parents] if isinstance(parents, str) else parents:
+    for parent in parents:
         parent_path = path.parent / str(parent)
         if not parent_path.is_file():
             raise ValueError(f"{path}: extends {parent!r}: no file {parent_path} (paths are relative to the config)")
         merged = _merge(merged, read_settings(parent_path, (*_seen, path.resolve())))
-    return _merge(merged, raw)
+    try:
+        return _merge(merged, raw)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
+        if value is None and isinstance(merged.get(key), dict):  # a key left empty would drop every inherited field
+            raise ValueError(f"{where}{key} is empty but extends a mapping: give the keys to change, or remove it")
         both = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _merge(merged[key], value) if both else value
+        merged[key] = _merge(merged[key], value, f"{where}{key}.") if both else value
     return merged
 
 
@@ -340,6 +357,8 @@ def _method(name: str, spec: dict[str, Any]) -> MethodConfig:
 
 def _check_probe(path: str | Path, probe: ProbeConfig) -> None:
     problems = []
+    if probe.batch_size < 1:
+        problems.append(f"batch_size={probe.batch_size}: at least 1")
     if probe.parameters not in ("last_layers", "lm_head", "all"):
         problems.append(f"parameters={probe.parameters!r}: choose last_layers, lm_head or all")
     if probe.target_alpha is not None:
@@ -530,7 +549,7 @@ class Runner:
             "max_new_tokens": self.config.eval_max_new_tokens,
             "test_sets": {name: self._fp(self.out / "data" / name) for name in self.config.test_sets},
         }
-        if self.config.eval_batch_size != 64:  # greedy numbers can differ with the batch; the default kept old marks
+        if self.config.eval_batch_size != EVAL_BATCH_SIZE:  # greedy numbers can differ with the batch size
             settings["batch_size"] = self.config.eval_batch_size
         if self._finished(stage, out, out / ".stage.json", settings):
             return
@@ -564,6 +583,8 @@ class Runner:
             "max_new_tokens": probe.max_new_tokens,
             **{k: getattr(probe, k) for k in ("size", "target_alpha", "target_pool", "screen_generations")},
         }
+        if probe.batch_size != EVAL_BATCH_SIZE:
+            settings["batch_size"] = probe.batch_size
         if self._finished("target screening", out, marker, settings):
             return out
         self._stage(control, seed, "target screening")
@@ -573,6 +594,7 @@ class Runner:
         alphas = screen_targets(
             str(model), str(targets), pool=probe.target_pool, num_generations=probe.screen_generations,
             max_new_tokens=probe.max_new_tokens, seed=seed + 2, engine_kind=self.config.eval_engine,
+            batch_size=probe.batch_size,
         )  # fmt: skip
         low, high = probe.target_alpha
         keep = [i for i, alpha in enumerate(alphas) if low <= alpha <= high][: probe.size]
@@ -613,7 +635,7 @@ class Runner:
             str(model), str(self.out / "data" / probe.prompts), str(self.out / "data" / probe.targets),
             size=probe.size, num_generations=probe.num_generations, max_new_tokens=probe.max_new_tokens,
             influence=probe.influence, parameters=probe.parameters, seed=seed, engine_kind=self.config.eval_engine,
-            target_index=target_index,
+            target_index=target_index, batch_size=probe.batch_size,
         )  # fmt: skip
         if screened is not None:  # how its targets were chosen, for the report
             keys = ("parameters", "target_alpha", "target_pool", "screen_generations", "size")

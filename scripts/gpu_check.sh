@@ -42,13 +42,14 @@ BASE="torch lightning transformers peft torchmetrics tensorboard tqdm pyarrow ya
 CLI="jsonargparse docstring_parser typeshed_client"  # LightningCLI needs jsonargparse[signatures]
 declare -A NEEDS=([gpu-tier]="$BASE $CLI pytest hypothesis" [bench-sft]="$BASE" [bench-grpo]="$BASE"
                   [bench-rollout]="$BASE" [grpo-run]="$BASE $CLI" [sft-fsdp2]="$BASE $CLI"
-                  [experiment]="$BASE $CLI matplotlib")
+                  [experiment]="$BASE $CLI")
 
 usage() {
   sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' | grep -v shellcheck | sed 's/^# \{0,1\}//'
   echo
   echo "Options: --list  --only NAME[,NAME]  --dry-run  --cpu  --help"
-  echo "Environment: BRIDGE_PYTHON / PYTHON, OUT (log folder), BRIDGE_WHEELS, GPU_CHECK_BUDGET (seconds, 525)"
+  echo "Environment: BRIDGE_PYTHON / PYTHON, OUT (log folder), BRIDGE_WHEELS, GPU_CHECK_BUDGET (seconds; default 525,"
+  echo "  or the selected checks' limits + 15 s when more; on --cpu 1500, or 3x the limits + 15 s)"
 }
 
 list_checks() {
@@ -312,6 +313,7 @@ check_experiment() {
   if ! { FIGURE="bridge experiment run failed" && step "${BRIDGE[@]}" experiment run --config "$config" &&
     FIGURE="no report" && step "$PY" -c "$EXPERIMENT_SUMMARY" "$out/report.json"; }; then
     FIGURE+=" ($STEP_WHY)"
+    [[ $STEP_WHY == timed* ]] && FIGURE+="; finished stages are kept: run --only experiment again on this machine"
     return
   fi
   ((DRY_RUN)) || cp "$out/report.md" "$out/report.json" "$out"/*.png "$LOG_DIR/" 2>/dev/null
@@ -323,8 +325,8 @@ cpu_experiment() {  # CONFIG OUT: gpu_small.yaml with every size shrunk, on the 
              --data.init_args.limit 16 --data.init_args.batch_size 4 --trainer.accelerator cpu
              --trainer.precision 32-true)
   cat >"$1" <<YAML
-extends: $ROOT/configs/experiments/gpu_small.yaml
-out_dir: $2
+extends: "$ROOT/configs/experiments/gpu_small.yaml"
+out_dir: "$2"
 base_preset: llama-1m
 pretrain: {size: 16, args: [$(printf '"%s", ' "${sft[@]}")]}
 sft_args: [$(printf '"%s", ' "${sft[@]}")]
@@ -379,7 +381,7 @@ summary() {  # the table, on the console and in summary.txt
 declare -A RESULT_STATUS RESULT_SECONDS RESULT_FIGURE
 if ((DRY_RUN)); then
   WORK=${TMPDIR:-/tmp}/gpu_check_work.DRYRUN HAVE_FLASH=1 HAVE_TRL=0 FLASH_WHY=""
-  echo "# dry run ($MODE): the commands of ${SELECTED[*]}; python $PY, logs under $LOG_DIR"
+  echo "# dry run ($MODE): the commands of ${SELECTED[*]}; python $PY, logs under $LOG_DIR, budget ${BUDGET}s"
   echo "# environment: PYTHONPATH=$ROOT HF_HUB_OFFLINE=1; the work folder is a fresh mktemp -d"
   if compgen -G "$WHEELS/*.whl" >/dev/null; then
     echo "+ $PY -m pip install -q --no-index --no-deps --no-compile --target \$WORK/site $WHEELS/*.whl"
@@ -395,7 +397,7 @@ fi
 
 mkdir -p "$LOG_DIR" || exit 2
 for name in preflight "${CHECKS[@]}" "${OPT_IN[@]}"; do rm -f "$LOG_DIR/$name.log"; done
-rm -f "$LOG_DIR/summary.txt"
+rm -f "$LOG_DIR/summary.txt" "$LOG_DIR"/report.{md,json} "$LOG_DIR"/*.png  # nothing of an earlier run is read
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_work.XXXXXX") || exit 2
 [[ ${GPU_CHECK_KEEP:-0} == 1 ]] || trap 'rm -rf "$WORK"' EXIT
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false

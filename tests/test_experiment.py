@@ -157,9 +157,14 @@ def test_a_config_extends_others_merging_mappings_and_replacing_the_rest(tmp_pat
     (tmp_path / "loop.yaml").write_text(yaml.safe_dump({"extends": "loop2.yaml"}))
     (tmp_path / "loop2.yaml").write_text(yaml.safe_dump({"extends": "loop.yaml"}))
     (tmp_path / "lost.yaml").write_text(yaml.safe_dump({"extends": "nowhere.yaml"}))
-    for name, message in (("loop.yaml", "loops back"), ("lost.yaml", "no file")):
+    (tmp_path / "number.yaml").write_text(yaml.safe_dump({"extends": 5}))
+    (tmp_path / "emptied.yaml").write_text(yaml.safe_dump({"extends": "base.yaml", "probe": None}))
+    (tmp_path / "colour.yaml").write_text(yaml.safe_dump({"extends": "base.yaml", "colour": "red"}))
+    for name, message in (("loop.yaml", "loops back"), ("lost.yaml", "no file"), ("number.yaml", "extends=5: give"),
+                          ("emptied.yaml", "emptied.yaml: probe is empty"),
+                          ("colour.yaml", "colour.yaml: unknown key(s) colour")):  # fmt: skip
         assert bridge_main(["experiment", "run", "--config", str(tmp_path / name)]) == 2
-        assert message in capsys.readouterr().err
+        assert message in capsys.readouterr().err, name
 
 
 def test_the_tiny_part_configs_share_every_stage_setting_with_tiny_yaml():
@@ -169,6 +174,7 @@ def test_the_tiny_part_configs_share_every_stage_setting_with_tiny_yaml():
     assert {p.name for p in parts} >= {"tiny_ablations.yaml", "tiny_baselines.yaml", "tiny_rejection.yaml"}
     for path in parts:
         settings = read_settings(path)
+        assert {m: settings["methods"][m] for m in main["methods"]} == main["methods"], path.name  # the same runs
         for key in ("methods", "seeds", "report_dir"):
             settings.pop(key, None)
         assert settings == {k: v for k, v in main.items() if k not in ("methods", "seeds")}, path.name
@@ -281,7 +287,7 @@ def test_rerun_with_same_config_skips_every_stage(tmp_path, fake_stages):
     assert fake_stages == []
 
 
-def test_eval_batch_size_reaches_bridge_eval_and_marks_only_when_set(tmp_path, fake_stages, monkeypatch):
+def test_batch_sizes_reach_eval_and_probe_and_mark_only_when_set(tmp_path, fake_stages, monkeypatch):
     import dataclasses
 
     from bridge_pl.experiment import Runner, run_experiment
@@ -296,6 +302,11 @@ def test_eval_batch_size_reaches_bridge_eval_and_marks_only_when_set(tmp_path, f
     assert calls[0][calls[0].index("--batch-size") + 1] == "64"
     with pytest.raises(ValueError, match="batch_size"):  # another batch size is another evaluation
         run_experiment(dataclasses.replace(config, eval_batch_size=256), log=lambda _: None)
+    probe_marker = marker.parent.parent / ".probe.stage.json"
+    assert "batch_size" not in json.loads(probe_marker.read_text())["settings"]["probe"]
+    with pytest.raises(ValueError, match="batch_size"):  # and another probe
+        run_experiment(dataclasses.replace(config, probe=dataclasses.replace(config.probe, batch_size=256)),
+                       log=lambda _: None)  # fmt: skip
 
 
 def test_changed_method_refuses_then_force_redoes_it_and_downstream(tmp_path, fake_stages):

@@ -76,7 +76,7 @@ def test_list_names_the_checks_within_nine_minutes_and_the_opt_in_one_apart():
 def test_the_opt_in_experiment_runs_only_when_named_with_a_budget_of_its_own():
     from bridge_pl.experiment import load_config
 
-    assert "== experiment" not in gpu_check("--dry-run").stdout
+    assert "== experiment" not in gpu_check("--dry-run").stdout  # opt-in
     result = gpu_check("--only", "experiment", "--dry-run")
     assert result.returncode == 0, result.stderr
     (run,) = commands(result.stdout, "bridge_pl.cli")
@@ -84,6 +84,8 @@ def test_the_opt_in_experiment_runs_only_when_named_with_a_budget_of_its_own():
     config = load_config(ROOT / run[-1])
     assert config.base_preset == "llama-30m" and "--trainer.accelerator=gpu" in config.grpo_args
     assert "<experiment report snippet> runs/experiments/gpu_small/report.json" in result.stdout
+    assert "budget 575s" in result.stdout.splitlines()[0]  # its limit + 15 s, over the lane's 525
+    assert "budget 525s" in gpu_check("--dry-run").stdout.splitlines()[0]
 
 
 def test_unknown_check_is_refused_by_name():

@@ -38,17 +38,18 @@ def probe_model(
     seed: int = 0,
     engine_kind: EngineKind = "hf",
     target_index: list[int] | None = None,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """Histogram of alpha over the first `size` probe prompts and, if asked, the influence against the targets.
 
     The targets are the first `size` prompts of `target_path`, or those at the file positions `target_index`
-    (`screen_targets`).
+    (`screen_targets`). `batch_size`: rollouts per generate call.
 
     Returns:
         ``{"model", "histogram": {..., "alphas"}, "influence": {total, co_influence, k_plus, k_minus,
         target_grad_norm, by_bin, prompts}}`` (influence only when asked).
     """
-    rollout, tokenizer, model = bound_engine(model_dir, engine_kind)
+    rollout, tokenizer, model = bound_engine(model_dir, engine_kind, batch_size=batch_size)
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     train = sample_probe(
         rollout.generate, load_prompt_set(probe_path, tokenizer, size), num_generations, sampling, seed
@@ -82,9 +83,10 @@ def screen_targets(
     temperature: float = 1.0,
     seed: int = 0,
     engine_kind: EngineKind = "hf",
+    batch_size: int = 64,
 ) -> list[float]:
     """Rollout accuracy of the model on each of the first `pool` target prompts (`num_generations` rollouts each)."""
-    rollout, tokenizer, _ = bound_engine(model_dir, engine_kind)
+    rollout, tokenizer, _ = bound_engine(model_dir, engine_kind, batch_size=batch_size)
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     screened = sample_probe(
         rollout.generate, load_prompt_set(target_path, tokenizer, pool), num_generations, sampling, seed

@@ -56,8 +56,7 @@ class ProbeRollouts:
 
 
 def sample_probe(sample: Sampler, probe: PromptSet, n: int, sampling: SamplingConfig, seed: int) -> ProbeRollouts:
-    """`n` rollouts of every probe prompt from `sample(prompt_ids, n, sampling, seed=seed)` (an engine's `generate`),
-    judged by the probe's task."""
+    """`n` rollouts of every probe prompt from `sample` (an engine's `generate`), judged by the probe's task."""
     groups = sample(probe.prompt_ids, n, sampling, seed=seed)
     correct = [
         [probe.task.is_correct(c.text, truth) for c in group]

@@ -31,22 +31,26 @@ MICRO_GRPO = [
 ]  # fmt: skip
 
 
-def micro(config: Path, tmp_path: Path, base_model: Path | None = None) -> Path:
-    """The experiment with everything shrunk to seconds: 1 seed, 2 SFT steps, 1 GRPO step, 4 problems; the first
-    method the file names itself (the first of those it extends when it names none), and the first
-    rejection-sampling method with its source (its sampling shrunk too). The config's own GRPO arguments (early
-    stopping) run, before the micro ones."""
+def micro(config: Path, tmp_path: Path, base_model: Path | None = None, every_method: bool = False) -> Path:
+    """The experiment with everything shrunk to seconds: 1 seed, 2 SFT steps, 1 GRPO step, 4 problems; every method,
+    or the first the file names itself (the first of those it extends when it names none) and the first
+    rejection-sampling method with its source. Rejection sampling is shrunk too. The config's own GRPO arguments
+    (early stopping) run, before the micro ones."""
     settings = read_settings(config)
-    own = (yaml.safe_load(config.read_text()).get("methods") or {}).keys()
-    first = next(iter(own), next(iter(settings["methods"])))
-    methods = {first: settings["methods"][first]}
-    rejection = next((name for name, spec in settings["methods"].items() if (spec or {}).get("rejection")), None)
-    if rejection is not None:
-        spec = settings["methods"][rejection]
-        methods[spec["rejection"]["source"]] = settings["methods"][spec["rejection"]["source"]]
-        methods[rejection] = spec | {
-            "rejection": spec["rejection"] | {"size": 3, "num_generations": 2, "max_new_tokens": 8, "alpha_min": 0.0}
-        }
+    if every_method:
+        methods = dict(settings["methods"])
+    else:
+        own = (yaml.safe_load(config.read_text()).get("methods") or {}).keys()
+        first = next(iter(own), next(iter(settings["methods"])))
+        methods = {first: settings["methods"][first]}
+        rejection = next((name for name, spec in settings["methods"].items() if (spec or {}).get("rejection")), None)
+        if rejection is not None:
+            source = settings["methods"][rejection]["rejection"]["source"]
+            methods |= {source: settings["methods"][source], rejection: settings["methods"][rejection]}
+    for name, spec in methods.items():
+        if (spec or {}).get("rejection"):
+            shrunk = {"size": 3, "num_generations": 2, "max_new_tokens": 8, "alpha_min": 0.0}
+            methods[name] = spec | {"rejection": spec["rejection"] | shrunk}
     for spec in methods.values():
         (spec or {}).pop("sft_args", None)
     if settings.get("pretrain"):
@@ -111,21 +115,33 @@ def test_tiny_experiment_runs_every_stage_and_reports(tmp_path, capsys):
     assert "[experiment]" not in capsys.readouterr().out
 
 
-# tiny.yaml has the test above; tiny_baselines.yaml is the union of the part configs it extends, each run here.
-MICRO_RUN = [p for p in EXPERIMENTS if p.name not in ("tiny.yaml", "tiny_baselines.yaml")]
+# tiny.yaml has the test above. The tiny_* part configs are tiny.yaml plus methods (the test below checks that): their
+# union, tiny_baselines.yaml, runs here with every method in one experiment.
+MICRO_RUN = [p for p in EXPERIMENTS if p.name == "tiny_baselines.yaml" or not p.name.startswith("tiny")]
 
 
 @pytest.mark.parametrize("config", MICRO_RUN, ids=lambda p: p.name)
 def test_paper_experiment_configs_run_on_the_tiny_model(config, tmp_path, monkeypatch):
     import bridge_pl.analysis.rejection as rejection
+    from bridge_pl.experiment import Runner
 
     # A rejection-sampling method samples a micro model that is never right: keep each prompt's first rollout so
     # that its data and fine-tuning stages still run for real.
     monkeypatch.setattr(rejection, "select_rollouts", lambda correct, *_, **__: [(p, 0) for p in range(len(correct))])
+    # Every `bridge fit` and `bridge eval` in this process (tiny.yaml's test runs them as subprocesses): ~5 s saved a
+    # stage, the interpreter start and imports.
+    monkeypatch.setattr(Runner, "_bridge", lambda self, argv: _in_process(argv))
     base = tmp_path / "base"
     assert bridge_main(["model", "init", "--out", str(base), "--preset", "llama-1m"]) == 0
-    assert bridge_main(["experiment", "run", "--config", str(micro(config, tmp_path, base))]) == 0
-    assert (tmp_path / "out" / "report.md").is_file()
+    every_method = config.name == "tiny_baselines.yaml"
+    assert bridge_main(["experiment", "run", "--config", str(micro(config, tmp_path, base, every_method))]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["finished_seeds"] == [0] and (not every_method or len(report["methods"]) == 7)
+
+
+def _in_process(argv: list[str]) -> None:
+    if bridge_main(argv) != 0:
+        raise RuntimeError(f"`bridge {' '.join(argv)}` failed")
 
 
 def test_bad_experiment_configs_are_refused(tmp_path):

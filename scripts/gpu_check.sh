@@ -26,13 +26,13 @@ WHEELS=${BRIDGE_WHEELS:-$ROOT/.whl}
 
 CHECKS=(gpu-tier bench-sft bench-grpo bench-rollout grpo-run sft-fsdp2)
 OPT_IN=(experiment)  # run only when named in --only
-declare -A LIMIT=([gpu-tier]=120 [bench-sft]=120 [bench-grpo]=60 [bench-rollout]=45 [grpo-run]=90 [sft-fsdp2]=60
+declare -A LIMIT=([gpu-tier]=120 [bench-sft]=120 [bench-grpo]=60 [bench-rollout]=60 [grpo-run]=90 [sft-fsdp2]=60
                   [experiment]=560)
 declare -A ABOUT=(
   [gpu-tier]="pytest -m gpu: SFT and GRPO through the CLI on the GPU in bf16 (2-GPU FSDP tests skip on 1)"
   [bench-sft]="scripts/bench_sft.py: sdpa + bf16, then packed rows with flash_attention_2 (if flash_attn imports)"
   [bench-grpo]="scripts/bench_grpo.py: GRPOModule + HFEngine step time, ours alone unless TRL is installed"
-  [bench-rollout]="scripts/bench_rollout.py: generated tokens/s of HFEngine's loop, static cache and continuous batching against generate"
+  [bench-rollout]="scripts/bench_rollout.py: generated tokens/s of HFEngine's loop (shared and copied prompts), static cache and continuous batching against generate"
   [grpo-run]="bridge fit configs/grpo/tiny.yaml: a from-scratch llama-30m, bf16, a few steps; reward, step time"
   [sft-fsdp2]="bridge fit configs/sft/tiny.yaml + configs/trainer/fsdp2.yaml on 1 device (FSDP2 over a 1-GPU mesh)"
   [experiment]="bridge experiment run configs/experiments/gpu_small.yaml: vanilla vs BRIDGE at llama-30m, one seed"
@@ -231,7 +231,7 @@ check_bench_grpo() {
 }
 
 check_bench_rollout() {
-  step "$PY" scripts/bench_rollout.py --engines generate,compact,static,continuous "${ROLLOUT_BENCH[@]}"
+  step "$PY" scripts/bench_rollout.py --engines generate,compact,copied,static,continuous "${ROLLOUT_BENCH[@]}"
   local rc=$?
   if ((rc != 0)); then STATUS=fail FIGURE="failed ($STEP_WHY)"; return; fi
   STATUS=pass

@@ -14,6 +14,7 @@ the log-probabilities returned are those of that processed distribution.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 
 from bridge_pl.models.model_io import cache_keyword
 from bridge_pl.rollout.base import SamplingConfig
+from bridge_pl.rollout.shared_prefix import SharedPrefix, sharing_prefix
 
 __all__ = ["decode", "process_logits", "row_generators"]
 
@@ -64,6 +66,7 @@ def decode(
     generators: list[torch.Generator] | None,
     return_logprobs: bool = False,
     compact_share: float = 0.25,
+    prefix: SharedPrefix | None = None,
 ) -> tuple[list[list[int]], list[list[float]] | None]:
     """Generate until every row met a stop token or `max_new_tokens`; (token ids, log-probs) per row.
 
@@ -72,12 +75,15 @@ def decode(
         input_ids: (B, P) left-padded prompts.
         attention_mask: (B, P), 0 on the padding.
         cache: A layered KV cache with ``batch_select_indices`` (`bridge_pl.rollout.kv_cache.reserved_cache`),
-            empty or holding the first ``cache.get_seq_length()`` prompt positions of every row.
+            empty or holding the first ``cache.get_seq_length()`` prompt positions of every row; with `prefix`,
+            empty (it then holds each row's own positions only).
         sampling: Temperature (0: greedy), top-k, top-p and the length limit.
         stop_ids: Token ids that end a row (kept as its last token).
         generators: One per row (`row_generators`); unused when greedy.
         return_logprobs: Also return each token's log-probability under the processed distribution.
         compact_share: Rows leave the batch once at least this share of it has finished.
+        prefix: The first ``prefix.length`` prompt positions held once per distinct prompt; the model then attends
+            with `bridge_pl.rollout.shared_prefix.prefix_attention` (each row reads its group's copy).
 
     Returns:
         Each row's generated ids (ending with its stop token, or `max_new_tokens` long) and, if asked, log-probs.
@@ -87,7 +93,7 @@ def decode(
     limit = sampling.max_new_tokens
     stops = torch.tensor(sorted(stop_ids), device=device, dtype=torch.long)
     positions = (attention_mask.cumsum(1) - 1).masked_fill(attention_mask == 0, 1)  # (B, P), as generate numbers them
-    cached = cache.get_seq_length()
+    cached = cache.get_seq_length() if prefix is None else prefix.length
     step_ids, step_positions = input_ids[:, cached:], positions[:, cached:]  # (B, P - cached)
     mask = torch.cat([attention_mask, attention_mask.new_ones(batch, limit)], dim=1)  # (B, P + limit)
     next_position = positions[:, -1] + 1  # (B,)
@@ -98,39 +104,48 @@ def decode(
     finished = torch.zeros(batch, dtype=torch.bool, device=device)  # of the rows in the batch
     greedy = sampling.greedy
     noise: torch.Tensor | None = None  # (rows in batch, block, V): each row's Exp(1) draws for the next steps
-    keyword = cache_keyword()
-    for step in range(limit):
-        out = model(
-            input_ids=step_ids, attention_mask=mask[:, : prompt_length + step], position_ids=step_positions,
-            use_cache=True, logits_to_keep=1, **{keyword: cache},
-        )  # fmt: skip
-        logits = out.logits[:, -1, :].float()  # (b, V)
-        if greedy:
-            scores, chosen = logits, logits.argmax(dim=-1)
-        else:
-            scores = process_logits(logits, sampling)
-            block = max(1, min(NOISE_BLOCK, NOISE_ELEMENTS // scores.shape[-1]))  # fixed by V: same draws per row
-            if step % block == 0:
-                shape = (block, scores.shape[-1])
-                noise = torch.stack([torch.empty(shape, device=device).exponential_(generator=generators[int(r)])
-                                     for r in rows.tolist()]).clamp_(min=torch.finfo(torch.float32).tiny)  # fmt: skip
-            chosen = (scores.softmax(dim=-1) / noise[:, step % block]).argmax(dim=-1)  # (b,)
-        tokens[rows, step] = chosen
-        if logprobs is not None:
-            logprobs[rows, step] = scores.log_softmax(dim=-1).gather(-1, chosen[:, None]).squeeze(-1)
-        ended = ~finished & torch.isin(chosen, stops)
-        lengths[rows[ended]] = step + 1
-        finished |= ended
-        if bool(finished.all()) or step + 1 == limit:
-            break
-        if int(finished.sum()) >= max(1, compact_share * len(rows)):  # drop finished rows from batch and cache
-            keep = (~finished).nonzero().squeeze(-1)  # (b',)
-            cache.batch_select_indices(keep)
-            rows, mask, chosen, next_position = rows[keep], mask[keep], chosen[keep], next_position[keep]
-            finished = finished[keep]
-            if noise is not None:
-                noise = noise[keep]
-        step_ids, step_positions = chosen[:, None], next_position[:, None]  # (b, 1)
-        next_position = next_position + 1
+    extra: dict[str, Any] = {cache_keyword(): cache}
+    if prefix is not None:
+        extra["shared_prefix"] = prefix
+    # prefix_attention masks the prompts' padding itself: a 4-D mask, which transformers passes on as it is, spares
+    # building one that would be ignored
+    unread_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device)
+    with sharing_prefix(model) if prefix is not None else contextlib.nullcontext():
+        for step in range(limit):
+            out = model(
+                input_ids=step_ids, attention_mask=mask[:, : prompt_length + step] if prefix is None else unread_mask,
+                position_ids=step_positions, use_cache=True, logits_to_keep=1, **extra,
+            )  # fmt: skip
+            logits = out.logits[:, -1, :].float()  # (b, V)
+            if greedy:
+                scores, chosen = logits, logits.argmax(dim=-1)
+            else:
+                scores = process_logits(logits, sampling)
+                block = max(1, min(NOISE_BLOCK, NOISE_ELEMENTS // scores.shape[-1]))  # fixed by V: same draws per row
+                if step % block == 0:
+                    shape = (block, scores.shape[-1])
+                    draws = [torch.empty(shape, device=device).exponential_(generator=generators[int(r)])
+                             for r in rows.tolist()]  # fmt: skip
+                    noise = torch.stack(draws).clamp_(min=torch.finfo(torch.float32).tiny)
+                chosen = (scores.softmax(dim=-1) / noise[:, step % block]).argmax(dim=-1)  # (b,)
+            tokens[rows, step] = chosen
+            if logprobs is not None:
+                logprobs[rows, step] = scores.log_softmax(dim=-1).gather(-1, chosen[:, None]).squeeze(-1)
+            ended = ~finished & torch.isin(chosen, stops)
+            lengths[rows[ended]] = step + 1
+            finished |= ended
+            if bool(finished.all()) or step + 1 == limit:
+                break
+            if int(finished.sum()) >= max(1, compact_share * len(rows)):  # drop finished rows from batch and cache
+                keep = (~finished).nonzero().squeeze(-1)  # (b',)
+                cache.batch_select_indices(keep)
+                if prefix is not None:
+                    prefix.select(keep)
+                rows, mask, chosen, next_position = rows[keep], mask[keep], chosen[keep], next_position[keep]
+                finished = finished[keep]
+                if noise is not None:
+                    noise = noise[keep]
+            step_ids, step_positions = chosen[:, None], next_position[:, None]  # (b, 1)
+            next_position = next_position + 1
     ids = [tokens[r, : lengths[r]].tolist() for r in range(batch)]
     return ids, None if logprobs is None else [logprobs[r, : lengths[r]].tolist() for r in range(batch)]

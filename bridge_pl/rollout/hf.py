@@ -24,6 +24,7 @@ from bridge_pl.models.model_io import cache_keyword
 from bridge_pl.rollout.base import Completion, RolloutEngine, SamplingConfig, cut_at_stop
 from bridge_pl.rollout.decode import decode, row_generators
 from bridge_pl.rollout.kv_cache import reserved_cache
+from bridge_pl.rollout.shared_prefix import SharedPrefix, supports_shared_prefix
 
 __all__ = ["HFEngine"]
 
@@ -43,6 +44,10 @@ class HFEngine(RolloutEngine):
             repetition penalty are not applied: the GRPO loss assumes that distribution). ``generate``:
             transformers ``generate`` for every batch (one stream per call; the loop's fallback anyway where it
             does not apply, see the module docstring), with the model's ``generation_config`` extras off too.
+        share_prompts: In the engine's own loop, keep each prompt's keys and values once and let all its
+            completions read that copy (`bridge_pl.rollout.shared_prefix`; Llama, Qwen2/3 and Mistral without a
+            sliding window): the prompt is read once per group and step instead of once per row. False: every row
+            attends to its own copy of the prompt (the same numbers up to float rounding, slower for long prompts).
 
     Example::
 
@@ -52,7 +57,11 @@ class HFEngine(RolloutEngine):
     """
 
     def __init__(
-        self, batch_size: int = 64, return_logprobs: bool = False, decoding: Literal["compact", "generate"] = "compact"
+        self,
+        batch_size: int = 64,
+        return_logprobs: bool = False,
+        decoding: Literal["compact", "generate"] = "compact",
+        share_prompts: bool = True,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -62,6 +71,7 @@ class HFEngine(RolloutEngine):
         self.batch_size = batch_size
         self.return_logprobs = return_logprobs
         self.decoding = decoding
+        self.share_prompts = share_prompts
         self.policy: Any = None
 
     def _start(self, policy: Any) -> None:
@@ -100,15 +110,16 @@ class HFEngine(RolloutEngine):
         attention_mask = pad_left([[1] * len(r) for r in rows], 0).to(device)  # (B, P)
         synced = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         # Room for the prompt and the first RESERVED_NEW_TOKENS tokens; a longer completion doubles the buffers.
-        capacity = input_ids.shape[1] + min(sampling.max_new_tokens, RESERVED_NEW_TOKENS)
-        cache = self._prefill(rows, pad_id, device, capacity, synced)
+        new_tokens = min(sampling.max_new_tokens, RESERVED_NEW_TOKENS)
         stop_tokens, stop_strings = _split_stops(tokenizer, sampling.stop)
         ends = _eos_ids(tokenizer, model) | stop_tokens  # a one-token stop string stops like eos: cheaper than matching
-        own_loop = self.decoding == "compact" and cache is not None and not synced and not stop_strings
-        if own_loop and _keeps_logits(model):
+        own_loop = self.decoding == "compact" and not synced and not stop_strings and _keeps_logits(model)
+        share = own_loop and self.share_prompts and supports_shared_prefix(model)
+        cache, prefix = self._prefill(rows, pad_id, device, input_ids.shape[1] + new_tokens, synced, share)
+        if own_loop and cache is not None:
             generators = None if sampling.greedy else row_generators(seed, keys, device)
             ids, logprobs = decode(model, input_ids, attention_mask, cache, sampling, ends, generators,
-                                   self.return_logprobs)  # fmt: skip
+                                   self.return_logprobs, prefix=prefix)  # fmt: skip
             return [self._completion(row, sampling, ends, None if logprobs is None else logprobs[i])
                     for i, row in enumerate(ids)]  # fmt: skip
         kwargs: dict[str, Any] = {"do_sample": not sampling.greedy, "max_new_tokens": sampling.max_new_tokens}
@@ -143,15 +154,20 @@ class HFEngine(RolloutEngine):
         kept, text, finish = cut_at_stop(ids, self.tokenizer, sampling.stop, ends)
         return Completion(kept, text, finish, None if logprobs is None else logprobs[: len(kept)])
 
-    def _prefill(self, rows: list[list[int]], pad_id: int, device: torch.device, capacity: int, synced: bool) -> Any:
-        """The KV cache ``generate`` starts from: `capacity` positions reserved, shared prompts computed once.
+    def _prefill(
+        self, rows: list[list[int]], pad_id: int, device: torch.device, capacity: int, synced: bool, share: bool
+    ) -> tuple[Any, SharedPrefix | None]:
+        """The KV cache decoding starts from (`capacity` positions reserved), and the shared prompts if `share`.
 
         A GRPO batch holds N copies of each prompt: their prefill (every prompt token but the last) is computed
-        once, then the cache is indexed per row, and ``generate`` goes on from the last prompt token. Without
-        copies the cache is empty and ``generate`` fills it. None where transformers has no layered cache.
-        Under FSDP2 (`synced`) every rank takes the same path, since the prefill forward gathers parameters.
+        once, then either kept once per prompt as a `SharedPrefix` (`share`, with a cache that receives each row's
+        own positions from the last prompt token on), or indexed per row into the cache. Decoding goes on from the
+        last prompt token. Without copies the cache is empty and decoding fills it. The cache is None where
+        transformers has no layered cache. Under FSDP2 (`synced`) every rank takes the same path, since the
+        prefill forward gathers parameters.
         """
         cache = reserved_cache(self.policy, capacity)
+        share = share and cache is not None
         distinct: dict[tuple[int, ...], int] = {}
         index = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
         prefill = min(len(r) for r in rows) >= 2 and (synced or len(distinct) < len(rows))
@@ -160,16 +176,21 @@ class HFEngine(RolloutEngine):
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             prefill = bool(flag)
         if not prefill:
-            return cache
+            return cache, None
         unique = [list(r) for r in distinct]
         ids = pad_left(unique, pad_id).to(device)[:, :-1]  # (U, P - 1): left padding keeps every last token last
         mask = pad_left([[1] * len(r) for r in unique], 0).to(device)[:, :-1]
         positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)  # as generate numbers left-padded prompts
-        kwargs = {} if cache is None else {cache_keyword(): cache}
+        kwargs = {} if cache is None or share else {cache_keyword(): cache}  # shared: the model's own, exact size
         out = self.policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
-        cache = out["cache"] if "cache" in out else out["past_key_values"]
-        cache.batch_select_indices(torch.tensor(index, device=device))
-        return cache
+        prompts = out["cache"] if "cache" in out else out["past_key_values"]  # (U, ...) per layer
+        groups = torch.tensor(index, device=device)  # (B,) the prompt of each row
+        if not share:
+            prompts.batch_select_indices(groups)
+            return prompts, None
+        keys, values = [layer.keys for layer in prompts.layers], [layer.values for layer in prompts.layers]
+        prefix = SharedPrefix(keys, values, mask.bool(), groups)
+        return reserved_cache(self.policy, capacity - prefix.length), prefix
 
 
 @contextlib.contextmanager

@@ -13,25 +13,25 @@ from typing import Any
 
 import torch
 
-try:  # transformers >= 4.56: caches made of per-layer objects
+try:  # transformers >= 4.57 (the floor in pyproject.toml): caches made of per-layer objects
     from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 except ImportError:  # pragma: no cover - older transformers: generate keeps its own cache
     Cache = DynamicCache = DynamicLayer = None
 
-__all__ = ["reserved_cache"]
+__all__ = ["full_attention_only", "reserved_cache"]
 
 
 def reserved_cache(model: Any, capacity: int) -> Any:
     """An empty cache for `model` with `capacity` positions per layer reserved (None if unsupported here)."""
     config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
-    if DynamicLayer is None or not _full_attention_only(config):
+    if DynamicLayer is None or not full_attention_only(config):
         return None  # sliding-window layers keep transformers' own cache
     if getattr(getattr(model, "generation_config", None), "cache_implementation", None):
         return None  # generate refuses a cache object next to a configured cache_implementation
     return ReservedCache(config.num_hidden_layers, capacity)
 
 
-def _full_attention_only(config: Any) -> bool:
+def full_attention_only(config: Any) -> bool:
     """Whether every layer attends to all earlier positions (no sliding window)."""
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None:

@@ -1,0 +1,129 @@
+"""Decoding over a prompt held once per group: the attention over [prompt | own positions], the engine's tokens."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import LlamaConfig, MistralConfig
+
+from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
+from bridge_pl.rollout import HFEngine, SamplingConfig
+from bridge_pl.rollout import hf as hf_module
+from bridge_pl.rollout.shared_prefix import (
+    group_slots,
+    prefix_attention,
+    shared_prefix_attention,
+    supports_shared_prefix,
+)
+
+
+def test_hand_worked_attention_over_a_padded_prompt_and_own_positions():
+    # One head of width 1, scale 1. Scores: prompt 0 and ln 3 (the padded 50 is not attended), own position 0:
+    # weights 1, 3, 1 over values 0, 4, 8 -> (0 + 12 + 8) / 5 = 4.
+    query = torch.ones(1, 1, 1, 1)
+    prefix_keys = torch.tensor([50.0, 0.0, math.log(3.0)]).reshape(1, 1, 3, 1)
+    prefix_values = torch.tensor([100.0, 0.0, 4.0]).reshape(1, 1, 3, 1)
+    mask = torch.tensor([[False, True, True]])
+    keys, values = torch.zeros(1, 1, 1, 1), torch.full((1, 1, 1, 1), 8.0)
+    groups = torch.tensor([0])
+    slots, width = group_slots(groups, 1)
+    out = shared_prefix_attention(query, keys, values, prefix_keys, prefix_values, mask, groups, slots, width, 1.0)
+    assert out.shape == (1, 1, 1, 1)
+    assert out.item() == pytest.approx(4.0, abs=1e-6)
+
+
+def test_group_slots_number_each_prompts_rows_in_order():
+    slots, width = group_slots(torch.tensor([0, 2, 1, 0, 2, 2, 1]), 3)
+    assert slots.tolist() == [0, 0, 0, 1, 1, 2, 1] and width == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_equals_attention_over_each_rows_whole_sequence(dtype):
+    generator = torch.Generator().manual_seed(0)
+    randn = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    rows, prompts, heads, kv_heads, dim, prompt_length, own_length = 7, 3, 4, 2, 8, 6, 5
+    groups = torch.tensor([0, 2, 1, 0, 2, 2, 1])  # not contiguous, unequal group sizes
+    query, keys, values = (
+        randn(rows, heads, 1, dim),
+        randn(rows, kv_heads, own_length, dim),
+        randn(rows, kv_heads, own_length, dim),
+    )
+    prefix_keys, prefix_values = (
+        randn(prompts, kv_heads, prompt_length, dim),
+        randn(prompts, kv_heads, prompt_length, dim),
+    )
+    mask = torch.ones(prompts, prompt_length, dtype=torch.bool)
+    mask[1, :2] = False  # left padding
+    mask[2, :5] = False
+    # Reference: every row's own copy of its prompt, key/value heads repeated, masked softmax attention.
+    whole_keys = torch.cat([prefix_keys[groups], keys], dim=2).repeat_interleave(heads // kv_heads, dim=1)
+    whole_values = torch.cat([prefix_values[groups], values], dim=2).repeat_interleave(heads // kv_heads, dim=1)
+    whole_mask = torch.cat([mask[groups], torch.ones(rows, own_length, dtype=torch.bool)], dim=1)[:, None, None, :]
+    expected = torch.nn.functional.scaled_dot_product_attention(query, whole_keys, whole_values, attn_mask=whole_mask)
+    slots, width = group_slots(groups, prompts)
+    cast = lambda t: t.to(dtype)  # noqa: E731
+    got = shared_prefix_attention(cast(query), cast(keys), cast(values), cast(prefix_keys), cast(prefix_values),
+                                  mask, groups, slots, width, dim**-0.5)  # fmt: skip
+    assert got.dtype == dtype and got.shape == (rows, heads, 1, dim)
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got.float(), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_the_implementation_refuses_calls_outside_the_decoding_loop():
+    module = SimpleNamespace(layer_idx=0)
+    with pytest.raises(RuntimeError, match="shared_prefix="):
+        prefix_attention(module, torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2), None)
+
+
+def test_only_plain_full_attention_families_share():
+    model = lambda config: SimpleNamespace(config=config)  # noqa: E731
+    assert supports_shared_prefix(model(LlamaConfig()))
+    assert not supports_shared_prefix(model(MistralConfig(sliding_window=16)))
+    assert not supports_shared_prefix(model(SimpleNamespace(model_type="gemma2", sliding_window=None)))
+
+
+@pytest.fixture(scope="module", params=["llama-1m", "qwen2-3m"])
+def model_dir(request, tmp_path_factory):
+    """A random tiny model with large weights: its sampled answers differ from row to row."""
+    path = init_model_dir(tmp_path_factory.mktemp("model"), preset=request.param, seed=3)
+    model, generator = load_model(path), torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in (p for p in model.parameters() if p.dim() == 2):
+            weight.normal_(0, 0.3, generator=generator)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_engine_samples_the_same_tokens_sharing_the_prompts(model_dir, lora, monkeypatch):
+    tokenizer = load_tokenizer(model_dir)
+    texts = ["How many Pens does each Bag have?", "Hello", "The number of each Bag's Pen equals 3 more than"]
+    prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=20, stop=())
+    prefixes = []
+    decode = hf_module.decode
+    monkeypatch.setattr(hf_module, "decode", lambda *a, **k: prefixes.append(k["prefix"]) or decode(*a, **k))
+    results = {}
+    for share in (True, False):
+        model = load_model(model_dir)
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+        model.generation_config.eos_token_id = [tokenizer.eos_token_id, 7, 11, 13]  # rows finish at different steps
+        engine = HFEngine(batch_size=8, share_prompts=share, return_logprobs=True)
+        engine.bind(model, tokenizer, str(model_dir))
+        results[share] = engine.generate(prompts, 4, sampling, seed=2)
+        assert model.config._attn_implementation == "sdpa"  # put back after decoding
+    assert all(p is not None for p in prefixes[:2]) and prefixes[2:] == [None, None]  # 2 batches a run
+    shared, copied = results[True], results[False]
+    assert [[c.token_ids for c in g] for g in shared] == [[c.token_ids for c in g] for g in copied]
+    assert len({len(c.token_ids) for g in shared for c in g}) > 1  # rows left the batch at different steps
+    for group, expected in zip(shared, copied, strict=True):
+        for completion, reference in zip(group, expected, strict=True):  # float rounding, amplified by big weights
+            torch.testing.assert_close(
+                torch.tensor(completion.logprobs), torch.tensor(reference.logprobs), atol=1e-4, rtol=1e-4
+            )

@@ -54,28 +54,3 @@ def test_grpo_on_gpu(model_dir, data, tmp_path):
             str(data / "tiny_rl_val"), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]  # fmt: skip
     assert main(argv) == 0
     load_model(tmp_path / "rft")
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_shared_prompt_decoding_on_gpu(model_dir, dtype):
-    from bridge_pl.models.model_io import load_tokenizer
-    from bridge_pl.rollout import HFEngine, SamplingConfig
-
-    tokenizer = load_tokenizer(model_dir)
-    texts = ["How many Pens does each Bag have?", "Hello", "The number of each Bag's Pen equals 3 more than"]
-    prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    sampling = SamplingConfig(temperature=1.0, max_new_tokens=32, stop=())
-    model = load_model(model_dir, dtype=dtype).cuda()
-    runs = {}
-    for share in (True, False):
-        engine = HFEngine(batch_size=12, share_prompts=share, return_logprobs=True)
-        engine.bind(model, tokenizer, str(model_dir))
-        runs[share] = [c for group in engine.generate(prompts, 4, sampling, seed=1) for c in group]
-    shared, copied = runs[True], runs[False]
-    if dtype == "float32":  # rounding differences this small do not change a sampled token
-        assert [c.token_ids for c in shared] == [c.token_ids for c in copied]
-    pairs = [(a, b) for a, b in zip(shared, copied, strict=True) if a.token_ids == b.token_ids]
-    assert pairs  # bf16: at least some completions agree token for token; their log-probs agree to bf16 rounding
-    tolerance = 1e-4 if dtype == "float32" else 0.1
-    for a, b in pairs:
-        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=tolerance, rtol=tolerance)

@@ -3,7 +3,8 @@
 transformers ``generate`` keeps every row of a batch until the longest one has finished: a GRPO batch whose
 completions average 70 tokens while one runs to the 320-token limit computes 64 x 320 positions for 64 x 70
 useful ones. `decode` drops finished rows from the batch and the KV cache whenever enough of them have
-finished (`compact_share`), so the work follows the tokens actually generated.
+finished (`compact_share`), so the work follows the tokens actually generated. Given a `SharedPrefix`, the N rows
+of a prompt read one copy of the prompt's keys and values (`bridge_pl.rollout.shared_prefix`).
 
 Sampling draws each row's token with the exponential race (argmax of p / E, E ~ Exp(1): an exact sample of p)
 from a generator of the row's own, so a completion depends only on its prompt, its seed and the weights, never
@@ -107,8 +108,8 @@ def decode(
     extra: dict[str, Any] = {cache_keyword(): cache}
     if prefix is not None:
         extra["shared_prefix"] = prefix
-    # prefix_attention masks the prompts' padding itself: a 4-D mask, which transformers passes on as it is, spares
-    # building one that would be ignored
+    # prefix_attention masks the prompts' padding itself: a prepared 4-D mask, which every supported transformers
+    # passes on as it is, keeps a 2-D one from being expanded against the shorter own-positions cache
     unread_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device)
     with sharing_prefix(model) if prefix is not None else contextlib.nullcontext():
         for step in range(limit):

@@ -47,7 +47,9 @@ class HFEngine(RolloutEngine):
         share_prompts: In the engine's own loop, keep each prompt's keys and values once and let all its
             completions read that copy (`bridge_pl.rollout.shared_prefix`; Llama, Qwen2/3 and Mistral without a
             sliding window): the prompt is read once per group and step instead of once per row. False: every row
-            attends to its own copy of the prompt (the same numbers up to float rounding, slower for long prompts).
+            attends to its own copy of the prompt (the same numbers up to float rounding). None (default): shared
+            on the CPU, where it is measured faster for long prompts (`scripts/bench_rollout.py`, compact against
+            copied), copied on a GPU until the GPU check has measured it there.
 
     Example::
 
@@ -61,7 +63,7 @@ class HFEngine(RolloutEngine):
         batch_size: int = 64,
         return_logprobs: bool = False,
         decoding: Literal["compact", "generate"] = "compact",
-        share_prompts: bool = True,
+        share_prompts: bool | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -114,7 +116,8 @@ class HFEngine(RolloutEngine):
         stop_tokens, stop_strings = _split_stops(tokenizer, sampling.stop)
         ends = _eos_ids(tokenizer, model) | stop_tokens  # a one-token stop string stops like eos: cheaper than matching
         own_loop = self.decoding == "compact" and not synced and not stop_strings and _keeps_logits(model)
-        share = own_loop and self.share_prompts and supports_shared_prefix(model)
+        share_prompts = device.type == "cpu" if self.share_prompts is None else self.share_prompts
+        share = own_loop and share_prompts and supports_shared_prefix(model)
         cache, prefix = self._prefill(rows, pad_id, device, input_ids.shape[1] + new_tokens, synced, share)
         if own_loop and cache is not None:
             generators = None if sampling.greedy else row_generators(seed, keys, device)

@@ -57,9 +57,12 @@ class SharedPrefix:
         return self.mask.shape[1]
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep the `rows` (b',) of the batch (the decoding loop drops finished rows); the prompts stay."""
-        self.groups = self.groups[rows]
-        self.slots, self.width = group_slots(self.groups, self.mask.shape[0])
+        """Keep the `rows` (b',) of the batch (the decoding loop drops finished rows), and the prompts they read."""
+        used, self.groups = torch.unique(self.groups[rows], return_inverse=True)  # (u',), (b',)
+        if len(used) < self.mask.shape[0]:
+            self.keys, self.values = [k[used] for k in self.keys], [v[used] for v in self.values]
+            self.mask = self.mask[used]
+        self.slots, self.width = group_slots(self.groups, len(used))
 
 
 def group_slots(groups: torch.Tensor, prompts: int) -> tuple[torch.Tensor, int]:
@@ -98,19 +101,19 @@ def shared_prefix_attention(
     batch, heads, _, dim = query.shape
     prompts, kv_heads, _, _ = prefix_keys.shape
     rep = heads // kv_heads
-    q = query.reshape(batch, kv_heads, rep, dim).float()  # (b, kv, r, d)
+    q = query.reshape(batch, kv_heads, rep, dim)  # (b, kv, r, d); products in the model's dtype, softmax in float32
     # The prompt part: the group's rows side by side, one (m * r, d) x (d, p) product per prompt and kv head.
     packed = q.new_zeros(prompts, width, kv_heads, rep, dim)  # (u, m, kv, r, d)
     packed[groups, slots] = q
     packed = packed.permute(0, 2, 1, 3, 4).reshape(prompts, kv_heads, width * rep, dim)  # (u, kv, m * r, d)
-    shared = torch.matmul(packed, prefix_keys.float().transpose(-1, -2)) * scaling  # (u, kv, m * r, p)
+    shared = torch.matmul(packed, prefix_keys.transpose(-1, -2)).float() * scaling  # (u, kv, m * r, p)
     shared = shared.masked_fill(~prefix_mask[:, None, None, :], float("-inf"))
-    shared_max, shared_sum, shared_out = _softmax_parts(shared, prefix_values.float())  # (u, kv, m * r, 1 | 1 | d)
+    shared_max, shared_sum, shared_out = _softmax_parts(shared, prefix_values)  # (u, kv, m * r, 1 | 1 | d)
     unpack = lambda t: t.reshape(prompts, kv_heads, width, rep, -1).permute(0, 2, 1, 3, 4)[groups, slots]  # noqa: E731
     shared_max, shared_sum, shared_out = unpack(shared_max), unpack(shared_sum), unpack(shared_out)  # (b, kv, r, .)
     # The row's own part.
-    own = torch.matmul(q, keys.float().transpose(-1, -2)) * scaling  # (b, kv, r, s)
-    own_max, own_sum, own_out = _softmax_parts(own, values.float())  # (b, kv, r, 1 | 1 | d)
+    own = torch.matmul(q, keys.transpose(-1, -2)).float() * scaling  # (b, kv, r, s)
+    own_max, own_sum, own_out = _softmax_parts(own, values)  # (b, kv, r, 1 | 1 | d)
     top = torch.maximum(shared_max, own_max)  # (b, kv, r, 1)
     shared_weight, own_weight = torch.exp(shared_max - top), torch.exp(own_max - top)
     out = (shared_out * shared_weight + own_out * own_weight) / (shared_sum * shared_weight + own_sum * own_weight)
@@ -118,10 +121,10 @@ def shared_prefix_attention(
 
 
 def _softmax_parts(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(max, sum of exp(score - max), sum of exp(score - max) * value) over the last axis of `scores`."""
+    """(max, sum of exp(score - max), sum of exp(score - max) * value) over the last axis of float32 `scores`."""
     top = scores.amax(-1, keepdim=True)  # (..., 1)
     weights = torch.exp(scores - top)  # (..., n)
-    return top, weights.sum(-1, keepdim=True), torch.matmul(weights, values)
+    return top, weights.sum(-1, keepdim=True), torch.matmul(weights.to(values.dtype), values).float()
 
 
 def prefix_attention(
@@ -141,10 +144,14 @@ def prefix_attention(
             f"the '{IMPLEMENTATION}' attention decodes one position per row with shared_prefix= passed to the "
             "forward; use it only through bridge_pl.rollout.decode"
         )
-    layer = module.layer_idx
+    unsupported = [k for k in ("sliding_window", "softcap", "s_aux") if kwargs.get(k) is not None]
+    if unsupported or dropout:
+        raise RuntimeError(f"the '{IMPLEMENTATION}' attention has no {unsupported or ['dropout']}: this model cannot "
+                           "share its prompts (HFEngine(share_prompts=False))")  # fmt: skip
+    layer, device = module.layer_idx, query.device
     out = shared_prefix_attention(
-        query, key, value, shared_prefix.keys[layer], shared_prefix.values[layer], shared_prefix.mask,
-        shared_prefix.groups, shared_prefix.slots, shared_prefix.width,
+        query, key, value, shared_prefix.keys[layer], shared_prefix.values[layer], shared_prefix.mask.to(device),
+        shared_prefix.groups.to(device), shared_prefix.slots.to(device), shared_prefix.width,
         query.shape[-1] ** -0.5 if scaling is None else scaling,
     )  # fmt: skip
     return out.transpose(1, 2).contiguous(), None
@@ -154,21 +161,29 @@ def supports_shared_prefix(model: Any) -> bool:
     """Whether `model` (plain or peft-wrapped) can decode with `prefix_attention` in this transformers."""
     if _register() is None:
         return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the wrapped model
     config = getattr(model, "config", None)
-    return getattr(config, "model_type", None) in PLAIN_ATTENTION and full_attention_only(config)
+    return (
+        type(base).__module__.startswith("transformers.")  # not remote code that calls itself "llama"
+        and getattr(config, "model_type", None) in PLAIN_ATTENTION
+        and full_attention_only(config)
+    )
 
 
 @contextlib.contextmanager
 def sharing_prefix(model: Any) -> Iterator[None]:
-    """`model` attends with `prefix_attention` inside the block; its own implementation is put back after."""
+    """`model` attends with `prefix_attention` inside the block; its own implementation(s) are put back after."""
+    if not supports_shared_prefix(model):
+        raise ValueError(f"{type(model).__name__} cannot decode with shared prompts (see supports_shared_prefix)")
     config = model.config
-    _register()
-    previous = config._attn_implementation
+    subconfigs = [sub for key in getattr(config, "sub_configs", {}) if (sub := getattr(config, key, None)) is not None]
+    previous = [(c, c._attn_implementation) for c in (config, *subconfigs)]  # the setter recurses into sub-configs
     config._attn_implementation = IMPLEMENTATION
     try:
         yield
     finally:
-        config._attn_implementation = previous
+        for target, implementation in previous:
+            target._attn_implementation = implementation
 
 
 def _register() -> Any:

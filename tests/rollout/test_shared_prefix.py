@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import LlamaConfig, MistralConfig
+from transformers import (
+    AutoModelForCausalLM,
+    DynamicCache,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    Qwen2Config,
+    Qwen3Config,
+)
 
-from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
+from bridge_pl.models.model_io import cache_keyword, init_model_dir, load_model, load_tokenizer
 from bridge_pl.rollout import HFEngine, SamplingConfig
 from bridge_pl.rollout import hf as hf_module
 from bridge_pl.rollout.shared_prefix import (
+    SharedPrefix,
     group_slots,
     prefix_attention,
     shared_prefix_attention,
+    sharing_prefix,
     supports_shared_prefix,
 )
+
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")])
 
 
 def test_hand_worked_attention_over_a_padded_prompt_and_own_positions():
@@ -40,7 +53,7 @@ def test_group_slots_number_each_prompts_rows_in_order():
     assert slots.tolist() == [0, 0, 0, 1, 1, 2, 1] and width == 3
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_equals_attention_over_each_rows_whole_sequence(dtype):
     generator = torch.Generator().manual_seed(0)
     randn = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
@@ -68,21 +81,100 @@ def test_equals_attention_over_each_rows_whole_sequence(dtype):
     got = shared_prefix_attention(cast(query), cast(keys), cast(values), cast(prefix_keys), cast(prefix_values),
                                   mask, groups, slots, width, dim**-0.5)  # fmt: skip
     assert got.dtype == dtype and got.shape == (rows, heads, 1, dim)
-    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+    tolerance = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 5e-3}[dtype]
     torch.testing.assert_close(got.float(), expected, atol=tolerance, rtol=tolerance)
 
 
-def test_the_implementation_refuses_calls_outside_the_decoding_loop():
-    module = SimpleNamespace(layer_idx=0)
+def test_selecting_rows_drops_the_prompts_no_row_reads():
+    keys = [torch.arange(3.0).reshape(3, 1, 1, 1).expand(3, 1, 2, 1)]
+    prefix = SharedPrefix(
+        keys, [k + 10 for k in keys], torch.ones(3, 2, dtype=torch.bool), torch.tensor([0, 0, 1, 2, 2])
+    )
+    assert prefix.slots.tolist() == [0, 1, 0, 0, 1] and prefix.width == 2
+    prefix.select(torch.tensor([0, 1, 3]))  # prompt 1's only row finished
+    assert prefix.groups.tolist() == [0, 0, 1] and prefix.slots.tolist() == [0, 1, 0] and prefix.width == 2
+    assert prefix.keys[0][:, 0, 0, 0].tolist() == [0.0, 2.0] and prefix.values[0][:, 0, 0, 0].tolist() == [10.0, 12.0]
+    assert prefix.mask.shape == (2, 2)
+
+
+def test_the_implementation_refuses_calls_outside_the_decoding_loop_and_what_it_cannot_do():
+    module, zeros = SimpleNamespace(layer_idx=0), torch.zeros(1, 1, 1, 2)
     with pytest.raises(RuntimeError, match="shared_prefix="):
-        prefix_attention(module, torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2), None)
+        prefix_attention(module, zeros, zeros, zeros, None)
+    prefix = SharedPrefix([zeros], [zeros], torch.ones(1, 1, dtype=torch.bool), torch.tensor([0]))
+    with pytest.raises(RuntimeError, match="sliding_window"):
+        prefix_attention(module, zeros, zeros, zeros, None, shared_prefix=prefix, sliding_window=4)
 
 
-def test_only_plain_full_attention_families_share():
-    model = lambda config: SimpleNamespace(config=config)  # noqa: E731
-    assert supports_shared_prefix(model(LlamaConfig()))
-    assert not supports_shared_prefix(model(MistralConfig(sliding_window=16)))
-    assert not supports_shared_prefix(model(SimpleNamespace(model_type="gemma2", sliding_window=None)))
+def tiny_model(family: str, sliding_window: int | None = None) -> torch.nn.Module:
+    """A random 2-layer model of `family` with grouped-query attention."""
+    configs = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig}
+    sizes = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, sliding_window=sliding_window)  # fmt: skip
+    config = configs[family](**sizes)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mistral"])
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_decoding_steps_give_the_logits_of_a_copy_per_row(family, device):
+    model = tiny_model(family).to(device)
+    assert supports_shared_prefix(model)
+    ids = torch.tensor([[0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14]], device=device)  # (u, P): prompt 0 left-padded
+    mask = (torch.arange(6, device=device) >= torch.tensor([[2], [0]], device=device)).long()
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    groups = torch.tensor([1, 0, 1, 1, 0], device=device)  # five rows, the prompts' rows not contiguous
+    logits = {}
+    with torch.no_grad():
+        for share in (True, False):
+            out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1])
+            prompts = out["cache"] if "cache" in out else out.past_key_values  # (u, ...) the prompts but the last token
+            step, position = ids[groups, -1:], positions[groups, -1:]  # (b, 1)
+            if share:
+                layers = prompts.layers
+                prefix = SharedPrefix([x.keys for x in layers], [x.values for x in layers], mask[:, :-1].bool(), groups)
+                cache, extra = DynamicCache(), {"shared_prefix": prefix}
+            else:
+                prompts.batch_select_indices(groups)
+                cache, extra = prompts, {}
+            rows_mask, steps = mask[groups], []
+            for _ in range(3):  # the last prompt token, then two tokens of the rows' own
+                rows_mask = torch.cat([rows_mask, torch.ones_like(step)], dim=1)
+                mask_arg = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device) if share else rows_mask
+                with sharing_prefix(model) if share else contextlib.nullcontext():
+                    out = model(input_ids=step, attention_mask=mask_arg, position_ids=position, use_cache=True,
+                                **{cache_keyword(): cache}, **extra)  # fmt: skip
+                steps.append(out.logits[:, -1].float())
+                step, position = out.logits[:, -1].argmax(-1, keepdim=True), position + 1
+            logits[share] = torch.stack(steps)  # (3, b, V)
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(logits[True], logits[False], atol=1e-5, rtol=1e-5)
+
+
+def test_the_models_attention_is_put_back_after_an_error_and_nested_use():
+    model = tiny_model("llama")
+    with pytest.raises(KeyError):
+        with sharing_prefix(model):
+            with sharing_prefix(model):
+                assert model.config._attn_implementation == "bridge_shared_prefix"
+            assert model.config._attn_implementation == "bridge_shared_prefix"
+            raise KeyError("inside")
+    assert model.config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="cannot decode with shared prompts"):
+        with sharing_prefix(SimpleNamespace(config=MistralConfig(sliding_window=16))):
+            pass
+
+
+def test_only_transformers_own_plain_full_attention_models_share():
+    assert supports_shared_prefix(tiny_model("llama"))
+    assert not supports_shared_prefix(tiny_model("mistral", sliding_window=16))
+
+    class RemoteLlama(LlamaForCausalLM):  # remote code that calls itself "llama"
+        pass
+
+    assert not supports_shared_prefix(RemoteLlama(tiny_model("llama").config))
+    assert not supports_shared_prefix(SimpleNamespace(config=SimpleNamespace(model_type="gemma2")))
 
 
 @pytest.fixture(scope="module", params=["llama-1m", "qwen2-3m"])
@@ -114,7 +206,7 @@ def test_the_engine_samples_the_same_tokens_sharing_the_prompts(model_dir, lora,
 
             model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
         model.generation_config.eos_token_id = [tokenizer.eos_token_id, 7, 11, 13]  # rows finish at different steps
-        engine = HFEngine(batch_size=8, share_prompts=share, return_logprobs=True)
+        engine = HFEngine(batch_size=8, share_prompts=share, return_logprobs=True)  # the CPU default: shared
         engine.bind(model, tokenizer, str(model_dir))
         results[share] = engine.generate(prompts, 4, sampling, seed=2)
         assert model.config._attn_implementation == "sdpa"  # put back after decoding

@@ -29,7 +29,7 @@ OPT_IN=(experiment)  # run only when named in --only
 declare -A LIMIT=([gpu-tier]=120 [bench-sft]=120 [bench-grpo]=60 [bench-rollout]=60 [grpo-run]=90 [sft-fsdp2]=60
                   [experiment]=560)
 declare -A ABOUT=(
-  [gpu-tier]="pytest -m gpu: SFT and GRPO through the CLI on the GPU in bf16 (2-GPU FSDP tests skip on 1)"
+  [gpu-tier]="pytest -m gpu: SFT and GRPO through the CLI on the GPU in bf16, shared-prefix decoding logits (2-GPU FSDP tests skip on 1)"
   [bench-sft]="scripts/bench_sft.py: sdpa + bf16, then packed rows with flash_attention_2 (if flash_attn imports)"
   [bench-grpo]="scripts/bench_grpo.py: GRPOModule + HFEngine step time, ours alone unless TRL is installed"
   [bench-rollout]="scripts/bench_rollout.py: generated tokens/s of HFEngine's loop (shared and copied prompts), static cache and continuous batching against generate"

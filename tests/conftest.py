@@ -1,7 +1,8 @@
 """Shared fixtures and test doubles.
 
 `model_dir` is a fresh tiny model (llama-1m, seed 0) per test module; modules that need another preset or
-seed define their own.
+seed define their own. `loud_model_dir(preset)` builds a tiny model with large random weights, whose greedy and
+sampled answers vary from token to token (a fresh one repeats one token).
 
 `ScriptedEngine` is a rollout engine whose completions are fixed texts (real tokens of the real tokenizer), so
 GRPO tests can choose the rewards: for prompt i it returns ``right_counts[i % len]`` right answers (the
@@ -15,8 +16,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from bridge_pl.models.model_io import init_model_dir
+from bridge_pl.models.model_io import init_model_dir, load_model
 from bridge_pl.rollout import Completion, RolloutEngine
 
 
@@ -24,6 +26,22 @@ from bridge_pl.rollout import Completion, RolloutEngine
 def model_dir(tmp_path_factory) -> Path:
     """A fresh tiny model directory (llama-1m, seed 0) for the test module."""
     return init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m")
+
+
+@pytest.fixture(scope="session")
+def loud_model_dir(tmp_path_factory):
+    """preset -> the directory of a tiny model (seed 3) whose 2-D weights are redrawn from N(0, 0.3)."""
+
+    def build(preset: str) -> Path:
+        path = init_model_dir(tmp_path_factory.mktemp("model"), preset=preset, seed=3)
+        model, generator = load_model(path), torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for weight in (p for p in model.parameters() if p.dim() == 2):
+                weight.normal_(0, 0.3, generator=generator)
+        model.save_pretrained(path)
+        return path
+
+    return build
 
 
 @pytest.fixture()

@@ -7,22 +7,16 @@ import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from bridge_pl.data.prompts import format_prompt
-from bridge_pl.models.model_io import init_model_dir, load_model, load_tokenizer
+from bridge_pl.models.model_io import load_model, load_tokenizer
 from bridge_pl.rollout import HFEngine, SamplingConfig
 from bridge_pl.rollout.decode import decode as decode_original
 from bridge_pl.rollout.decode import process_logits
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(loud_model_dir):
     """A random tiny model with large weights: its greedy answers vary instead of repeating one token."""
-    path = init_model_dir(tmp_path_factory.mktemp("model"), preset="llama-1m", seed=3)
-    model, generator = load_model(path), torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for weight in (p for p in model.parameters() if p.dim() == 2):
-            weight.normal_(0, 0.3, generator=generator)
-    model.save_pretrained(path)
-    return path
+    return loud_model_dir("llama-1m")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from transformers import (
     Qwen3Config,
 )
 
-from bridge_pl.models.model_io import cache_keyword, init_model_dir, load_model, load_tokenizer
+from bridge_pl.models.model_io import cache_keyword, load_model, load_tokenizer
 from bridge_pl.rollout import HFEngine, SamplingConfig
 from bridge_pl.rollout import hf as hf_module
 from bridge_pl.rollout.shared_prefix import (
@@ -178,15 +178,9 @@ def test_only_transformers_own_plain_full_attention_models_share():
 
 
 @pytest.fixture(scope="module", params=["llama-1m", "qwen2-3m"])
-def model_dir(request, tmp_path_factory):
+def model_dir(request, loud_model_dir):
     """A random tiny model with large weights: its sampled answers differ from row to row."""
-    path = init_model_dir(tmp_path_factory.mktemp("model"), preset=request.param, seed=3)
-    model, generator = load_model(path), torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for weight in (p for p in model.parameters() if p.dim() == 2):
-            weight.normal_(0, 0.3, generator=generator)
-    model.save_pretrained(path)
-    return path
+    return loud_model_dir(request.param)
 
 
 @pytest.mark.parametrize("lora", [False, True])
